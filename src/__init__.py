@@ -1,0 +1,1 @@
+"""imgsweep: transfer-learning image classifiers, tracked in MLflow, tuned with Optuna."""

@@ -1,0 +1,130 @@
+"""The linear SVM on pooled features (the original workflow's Part 1 classifier).
+
+C is chosen by class-averaged accuracy on the validation split only; the final SVM is then
+refit on train + validation with that C. The trained SVM is a linear map, so it becomes a
+linear layer on top of the (L2-normalised) features: one torch module, pixels to scores.
+"""
+
+import warnings
+
+import numpy as np
+import torch
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.svm import LinearSVC
+from dataclasses import dataclass
+
+from torch import nn
+
+from src.evaluation.metrics import class_avg_accuracy
+
+MAX_ITER = 5000  # liblinear iterations; features are L2-normalised, so this is plenty
+
+
+@dataclass
+class SvmFit:
+    head: nn.Linear  # the refit SVM as a layer on the (normalised) features
+    C: float
+    val_scores: list[float]  # validation class-averaged accuracy per candidate C
+    temperature: float
+    val_logits: np.ndarray  # from the SVM fit on train only: the honest validation scores
+
+
+def train_svm_head(
+    train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
+    C_values: list[float], num_classes: int, seed: int,
+) -> SvmFit:
+    """Choose C on validation, calibrate scores on validation, refit on train + validation.
+    The test split is not an argument: it cannot leak into any of these choices."""
+    C, val_scores = select_C(train_x, train_y, val_x, val_y, C_values, seed)
+    on_train = fit_svm(train_x, train_y, C, seed)
+    val_margins = decision_scores(on_train, val_x, num_classes)
+    temperature = fit_temperature(val_margins, val_y)
+    final = fit_svm(np.concatenate([train_x, val_x]), np.concatenate([train_y, val_y]), C, seed)
+    head = svm_as_linear(final, num_classes, temperature)
+    return SvmFit(head, C, val_scores, temperature, val_margins * temperature)
+
+
+def l2_normalize(features: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return features / np.maximum(norms, 1e-12)
+
+
+def fit_svm(features: np.ndarray, labels: np.ndarray, C: float, seed: int) -> LinearSVC:
+    """One-vs-rest linear SVM, classes weighted by inverse frequency."""
+    svm = LinearSVC(C=C, class_weight="balanced", max_iter=MAX_ITER, random_state=seed)
+    with warnings.catch_warnings():
+        # With tiny C on random features liblinear may stop early; the score says enough.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return svm.fit(features, labels)
+
+
+def select_C(
+    train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
+    C_values: list[float], seed: int,
+) -> tuple[float, list[float]]:
+    """The C with the best validation class-averaged accuracy (ties: the smaller C), and
+    every candidate's validation score in the order of C_values."""
+    if not C_values:
+        raise ValueError("C_values is empty")
+    scores = []
+    for C in C_values:
+        predicted = fit_svm(train_x, train_y, C, seed).predict(val_x)
+        scores.append(class_avg_accuracy(val_y, predicted, num_classes=int(train_y.max()) + 1))
+    best = max(scores)
+    return min(C for C, score in zip(C_values, scores) if score == best), scores
+
+
+def decision_scores(svm: LinearSVC, features: np.ndarray, num_classes: int) -> np.ndarray:
+    """(N, num_classes) margins, also for the binary case (where LinearSVC has one)."""
+    weight, bias = svm_weights(svm, num_classes)
+    return features @ weight.T + bias
+
+
+def svm_weights(svm: LinearSVC, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    weight, bias = svm.coef_, svm.intercept_
+    if num_classes == 2 and weight.shape[0] == 1:
+        # one hyperplane w·x + b > 0 → class 1; as two rows whose difference is that margin
+        weight = np.concatenate([-weight / 2, weight / 2])
+        bias = np.concatenate([-bias / 2, bias / 2])
+    return weight, bias
+
+
+def fit_temperature(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The factor T for which softmax(T * margins) best predicts the labels (lowest log
+    loss): SVM margins become probability-like scores without changing any decision."""
+    def log_loss(log_t: float) -> float:
+        log_probs = log_softmax(np.exp(log_t) * scores, axis=1)
+        return -log_probs[np.arange(len(labels)), labels].mean()
+
+    result = minimize_scalar(log_loss, bounds=(-3, 6), method="bounded")
+    return float(np.exp(result.x))
+
+
+def svm_as_linear(svm: LinearSVC, num_classes: int, temperature: float) -> nn.Linear:
+    """The SVM (its margins scaled by the temperature) as a torch linear layer."""
+    weight, bias = svm_weights(svm, num_classes)
+    layer = nn.Linear(weight.shape[1], num_classes)
+    with torch.no_grad():
+        layer.weight.copy_(torch.as_tensor(weight * temperature, dtype=torch.float32))
+        layer.bias.copy_(torch.as_tensor(bias * temperature, dtype=torch.float32))
+    return layer
+
+
+def fit_svm_classifier(
+    featurizer: nn.Module, features: dict[str, np.ndarray], labels: dict[str, np.ndarray],
+    num_classes: int, C_values: list[float], normalize: bool, seed: int,
+):
+    """The SVM mode: features of each split in, (ImageClassifier, SvmFit, logits per split)
+    out. Validation logits come from the SVM that never saw the validation split."""
+    from src.classifiers.network import ImageClassifier
+
+    prepared = {s: l2_normalize(x) if normalize else x for s, x in features.items()}
+    fit = train_svm_head(prepared["train"], labels["train"], prepared["val"], labels["val"],
+                         list(C_values), num_classes, seed)
+    model = ImageClassifier(featurizer, fit.head, l2_normalize=normalize)
+    with torch.no_grad():
+        logits = {s: fit.head(torch.from_numpy(x).float()).numpy() for s, x in prepared.items()}
+    logits["val"] = fit.val_logits
+    return model, fit, logits

@@ -1,0 +1,1 @@
+"""Data: find image files, check them, split them, read and letterbox them."""

@@ -1,0 +1,74 @@
+"""Finding a dataset's images: a folder of class folders, `root/<class>/.../<image>`."""
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from src.data.images import IMAGE_EXTENSIONS
+from src.errors import UserError
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    path: Path  # absolute
+    relpath: str  # relative to the dataset root, with forward slashes: "<class>/.../<name>"
+    label: str  # the class folder's name
+    size: int  # bytes
+    mtime_ns: int
+
+
+def find_images(root: str | Path) -> tuple[list[str], list[ImageFile]]:
+    """List the class names (sorted: class ids follow this order) and every image file.
+
+    Files are found recursively inside each class folder; hidden files and folders are
+    ignored, and so are files whose extension is not an image's (notes, thumbnails dbs).
+    """
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise UserError(f"dataset root {root} does not exist")
+    if not root.is_dir():
+        raise UserError(f"dataset root {root} is not a folder")
+    classes = sorted(
+        entry.name for entry in root.iterdir() if entry.is_dir() and not _hidden(entry.name)
+    )
+    if not classes:
+        raise UserError(f"no class folders in {root}; expected {root}/<class>/<image files>")
+    files = []
+    for label in classes:
+        for dirpath, dirnames, filenames in os.walk(root / label):
+            dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
+            for name in sorted(filenames):
+                if _hidden(name) or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+                    continue
+                path = Path(dirpath, name).resolve()
+                stat = path.stat()
+                relpath = Path(dirpath, name).relative_to(root).as_posix()
+                files.append(ImageFile(path, relpath, label, stat.st_size, stat.st_mtime_ns))
+    if not files:
+        raise UserError(f"no image files in the class folders of {root}")
+    return classes, files
+
+
+def check_classes(classes: list[str], files: list[ImageFile], root: Path) -> None:
+    """A classifier needs two classes or more, each with at least one image."""
+    present = {f.label for f in files}
+    empty = [c for c in classes if c not in present]
+    if empty:
+        raise UserError(f"class folder(s) without images in {root}: {', '.join(empty)}")
+    if len(classes) < 2:
+        raise UserError(
+            f"only one class ({classes[0]!r}) in {root}; a classifier needs at least two"
+        )
+
+
+def fingerprint(files: list[ImageFile]) -> str:
+    """Identify a dataset by its sorted relative paths and sizes (not its location)."""
+    digest = hashlib.sha256()
+    for f in sorted(files, key=lambda f: f.relpath):
+        digest.update(f"{f.relpath}\t{f.size}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".") or name == "__MACOSX"

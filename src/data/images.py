@@ -1,0 +1,106 @@
+"""Decoding image bytes: the one reader used by training, evaluation, featurisation and serving.
+
+Pillow reads only the header first (format, size, transparency, frame count), so huge or
+broken files are refused before any pixel is decoded. OpenCV then decodes: it is fast, and
+it decodes a JPEG at 1/2, 1/4 or 1/8 scale almost for free when the target is much smaller.
+Pillow decodes only what OpenCV cannot do right: transparent and animated images.
+"""
+
+import io
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Parallelism comes from our own threads and loader processes. OpenCV's internal thread pool
+# would compete with them, and a DataLoader worker forked while that pool holds a lock hangs.
+cv2.setNumThreads(1)
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+MAX_PIXELS = 100_000_000  # larger images are refused as likely decompression bombs
+MIN_SIDE = 8  # px; smaller "images" (tracking pixels, 1x1 placeholders) carry no content
+BACKGROUND = (128, 128, 128)  # transparent pixels are composited on neutral grey
+OPENCV_FORMATS = {"JPEG", "MPO", "PNG", "BMP", "WEBP", "TIFF"}
+REDUCED_FLAGS = {2: 16, 4: 32, 8: 64}  # OpenCV's IMREAD_REDUCED_* bits, by scale factor
+
+
+class ImageError(ValueError):
+    """The bytes are not a usable image; the message says why, in a few words."""
+
+
+def read_image(path: str | Path, at_least: int = 0) -> np.ndarray:
+    """Read a file into an RGB uint8 array (H, W, 3); see `decode_image`."""
+    return decode_image(Path(path).read_bytes(), at_least=at_least)
+
+
+def decode_image(data: bytes, at_least: int = 0) -> np.ndarray:
+    """Decode image bytes into an RGB uint8 array (H, W, 3), EXIF orientation applied.
+
+    Handles JPEG, PNG, BMP, WebP, TIFF and GIF; grayscale, 16-bit, palette and transparent
+    images. `at_least`: the decoder may shrink a JPEG by 2, 4 or 8 while its shorter side
+    stays at least this many pixels (the caller resizes to that size anyway).
+    Raises ImageError for empty, unrecognised, truncated, tiny or oversized input.
+    """
+    if not data:
+        raise ImageError("empty file (0 bytes)")
+    probe = _open_header(data)
+    width, height = probe.size
+    if width * height > MAX_PIXELS:
+        raise ImageError(
+            f"{width}x{height} is over the {MAX_PIXELS // 1_000_000}-megapixel limit"
+            " (decompression bomb?)"
+        )
+    if min(width, height) < MIN_SIDE:
+        raise ImageError(f"too small ({width}x{height} px)")
+    if _needs_pillow(probe):
+        return _decode_with_pillow(probe)
+    flags = cv2.IMREAD_COLOR_RGB
+    if probe.format == "JPEG":
+        flags |= _reduction_flag(min(width, height), at_least)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if image is None:
+        raise ImageError(f"corrupt or truncated {probe.format} data")
+    return image
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the header alone, as stored (before EXIF orientation)."""
+    return _open_header(data).size
+
+
+def _open_header(data: bytes) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as error:
+        raise ImageError(f"refused as a decompression bomb ({error})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise ImageError("not an image (unrecognised format)") from None
+
+
+def _needs_pillow(probe: Image.Image) -> bool:
+    transparent = probe.mode in {"RGBA", "LA", "PA", "RGBa", "La"} or "transparency" in probe.info
+    animated = getattr(probe, "n_frames", 1) > 1
+    return transparent or animated or probe.format not in OPENCV_FORMATS
+
+
+def _decode_with_pillow(probe: Image.Image) -> np.ndarray:
+    try:
+        image = ImageOps.exif_transpose(probe)  # first frame of an animation
+        rgba = image.convert("RGBA")
+    except (OSError, ValueError, SyntaxError) as error:
+        raise ImageError(f"corrupt or truncated {probe.format} data ({error})") from None
+    background = Image.new("RGBA", rgba.size, (*BACKGROUND, 255))
+    return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+
+
+def _reduction_flag(shorter_side: int, at_least: int) -> int:
+    if at_least <= 0:
+        return 0
+    for factor in (8, 4, 2):
+        if shorter_side // factor >= at_least:
+            return REDUCED_FLAGS[factor]
+    return 0

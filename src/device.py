@@ -1,0 +1,55 @@
+"""Choosing where the model runs, and how many threads and worker processes help it."""
+
+import logging
+import os
+
+import torch
+
+from src.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """`auto` takes CUDA, then Apple's MPS, then the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
+        raise UserError(f"device={name!r} is not one of auto, cpu, cuda, cuda:N, mps")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device={name} was asked for, but PyTorch sees no CUDA GPU here")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError("device=mps was asked for, but MPS is not available here")
+    return torch.device(name)
+
+
+def configure(device: torch.device) -> None:
+    """Speed settings that hold for the whole process."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick kernels
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    else:
+        torch.set_num_threads(cpu_count())
+
+
+def resolve_workers(num_workers: int | str, device: torch.device) -> int:
+    """`auto`: on a GPU, enough decoding processes to feed it; on the CPU, where the model
+    itself uses every core, one worker per two cores overlaps decoding with compute."""
+    if num_workers != "auto":
+        if int(num_workers) < 0:
+            raise UserError(f"num_workers must be 0 or more (or auto), got {num_workers}")
+        return int(num_workers)
+    cores = cpu_count()
+    return min(8, cores) if device.type == "cuda" else max(1, cores // 2)
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1

@@ -1,0 +1,1 @@
+"""Evaluation: metrics on a split, the figures people look at."""

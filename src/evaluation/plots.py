@@ -1,0 +1,57 @@
+"""The figures of a run: ROC curves, confusion matrix, the SVM's C selection."""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def roc_figure(report: dict, path: Path, title: str = "ROC, one vs rest (test)") -> Path:
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    for name, (fpr, tpr, auc) in report["roc"].items():
+        ax.plot(fpr, tpr, lw=1.8, label=f"{name} (AUC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.02),
+           title=f"{title}\nmicro AUC {report['auc_micro']:.3f}, macro AUC {report['auc_macro']:.3f}")
+    ax.legend(loc="lower right", fontsize="small")
+    return _save(fig, path)
+
+
+def confusion_figure(report: dict, classes: list[str], path: Path, title: str = "test") -> Path:
+    """Counts and row-normalised rates side by side: rows are true classes."""
+    size = max(4.0, 0.6 * len(classes) + 2.5)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size))
+    for ax, matrix, fmt, label in (
+        (axes[0], report["confusion"], "d", "counts"),
+        (axes[1], report["confusion_normalized"], ".2f", "share of the true class"),
+    ):
+        ax.imshow(report["confusion_normalized"], cmap="Blues", vmin=0, vmax=1)
+        for (i, j), value in np.ndenumerate(matrix):
+            dark = report["confusion_normalized"][i, j] > 0.5
+            ax.text(j, i, format(value, fmt), ha="center", va="center",
+                    color="white" if dark else "black", fontsize="small")
+        ticks = np.arange(len(classes))
+        ax.set_xticks(ticks, classes, rotation=45, ha="right")
+        ax.set_yticks(ticks, classes)
+        ax.set(xlabel="predicted", ylabel="true", title=f"confusion matrix, {label} ({title})")
+    return _save(fig, path)
+
+
+def c_selection_figure(C_values: list[float], scores: list[float], chosen: float, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.semilogx(C_values, scores, marker="o")
+    ax.axvline(chosen, color="tab:red", ls="--", label=f"chosen C = {chosen:g}")
+    ax.set(xlabel="C", ylabel="class-averaged accuracy", ylim=(0, 1.02),
+           title="linear SVM: validation accuracy per C")
+    ax.legend()
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

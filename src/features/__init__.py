@@ -1,0 +1,1 @@
+"""Features: the ResNet backbone, batched featurisation, and the feature cache."""

@@ -1,0 +1,58 @@
+"""The feature cache: featurising is the slow step, and its result depends on few things.
+
+A cache entry is keyed by everything the features depend on: the backbone and its weights,
+the resolution and preprocessing, and every file's path, size and modification time. A run
+that changes only classifier settings finds its features here and skips featurisation.
+"""
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from collections.abc import Callable
+
+import numpy as np
+
+from src.data.folders import ImageFile
+
+
+def cache_key(featurizer: dict, files: list[ImageFile]) -> str:
+    content = {
+        "featurizer": featurizer,
+        "files": [[str(f.path), f.size, f.mtime_ns] for f in files],
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def load_features(cache_dir: Path, key: str) -> np.ndarray | None:
+    path = Path(cache_dir) / f"{key}.npy"
+    try:
+        return np.load(path)
+    except (OSError, ValueError):
+        return None
+
+
+def save_features(cache_dir: Path, key: str, features: np.ndarray) -> Path:
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f"{key}.npy"
+    tmp = cache_dir / f"{key}.tmp{os.getpid()}.npy"
+    np.save(tmp, features)
+    os.replace(tmp, path)  # never a half-written file under the final name
+    return path
+
+
+def cached_features(
+    cache_dir: Path | None, featurizer: dict, files: list[ImageFile], compute: Callable
+) -> tuple[np.ndarray, bool]:
+    """Features for `files` from the cache, or computed (and cached); also says which."""
+    if cache_dir is None:
+        return compute(), False
+    key = cache_key(featurizer, files)
+    features = load_features(cache_dir, key)
+    if features is not None and len(features) == len(files):
+        return features, True
+    features = compute()
+    save_features(cache_dir, key, features)
+    return features, False

@@ -1,0 +1,1 @@
+"""Tracking: MLflow runs (lifecycle, params, metrics, artifacts) and the served model."""

@@ -1,0 +1,138 @@
+"""The MLflow side of a run: where the store is, the run's lifecycle, params and links.
+
+The default store is SQLite (`sqlite:///mlruns/mlflow.db`) with artifacts in `mlruns/`;
+`MLFLOW_TRACKING_URI` in the environment wins over the config. Each experiment gets an
+absolute artifact location, so artifacts land in the store wherever a run is started.
+"""
+
+import logging
+import subprocess
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from src.errors import UserError
+
+log = logging.getLogger(__name__)
+
+UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui` listens by default
+
+
+def resolve_uri(configured: str, base_dir: Path, environment: str | None = None) -> str:
+    """The tracking URI to use: the environment's if set, else the config's, with a
+    relative SQLite path made absolute against `base_dir` (where the user ran the command)."""
+    uri = environment or configured
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + str((Path(base_dir) / uri[len("sqlite:///") :]).resolve())
+    elif "://" not in uri:  # a bare folder: MLflow's deprecated file store; keep it explicit
+        uri = str((Path(base_dir) / uri).resolve())
+    return uri
+
+
+def check_reachable(uri: str) -> None:
+    """Fail now, before any heavy work, if runs could not be recorded."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10):
+                return
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise UserError(
+                f"the MLflow tracking server {uri} cannot be reached ({reason}); start it, or "
+                "set tracking.uri (or MLFLOW_TRACKING_URI) to a store that can be"
+            ) from None
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as error:  # noqa: BLE001 - each store fails in its own way
+        raise UserError(f"the MLflow tracking store {uri} cannot be opened ({error})") from None
+
+
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """`mlruns/artifacts/<experiment>` beside a SQLite store; a server decides for itself."""
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///") :]).parent / "artifacts" / _slug(experiment)
+        return folder.as_uri()
+    return None
+
+
+def experiment_id(uri: str, name: str) -> str:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location(uri, name))
+    except mlflow.exceptions.MlflowException:  # another process created it just now
+        return client.get_experiment_by_name(name).experiment_id
+
+
+@contextmanager
+def tracked_run(experiment: str, run_name: str | None = None, tags: dict | None = None,
+                run_id: str | None = None, nested: bool = False):
+    """An active MLflow run that ends FINISHED, or FAILED (KILLED on Ctrl-C) with the
+    error recorded as the `error` tag: never left RUNNING."""
+    with mlflow.start_run(
+        run_id=run_id, experiment_id=experiment, run_name=run_name, tags=tags, nested=nested
+    ) as run:
+        try:
+            yield run
+        except BaseException as error:
+            mlflow.set_tag("error", f"{type(error).__name__}: {error}"[:5000])
+            raise
+
+
+def log_config(config: dict, yaml_text: str) -> None:
+    """The resolved config as flattened dotted params, and as `config.yaml`."""
+    params = {key: _param_value(value) for key, value in flatten(config).items()}
+    mlflow.log_params(params)
+    mlflow.log_text(yaml_text, "config.yaml")
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def git_commit(folder: Path) -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def runs_url(uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI page with the runs table (3.x opens experiments on a GenAI overview)."""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else UI_ADDRESS
+    return f"{base}/#/experiments/{experiment_id}/runs" + (f"/{run_id}" if run_id else "")
+
+
+def ui_command(uri: str) -> str | None:
+    if uri.startswith(("http://", "https://")):
+        return None
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
+def _param_value(value) -> str:
+    text = "null" if value is None else str(value)
+    return text if len(text) <= 6000 else text[:5997] + "..."  # MLflow's limit per param
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "experiment"

@@ -1,0 +1,139 @@
+"""The logged model: an MLflow pyfunc that scores base64-encoded images.
+
+Contract (also what `mlflow models serve` answers):
+  in   a DataFrame with an `image` column (or `image base64 string`, the original service's
+       name) of base64-encoded image bytes: JPEG, PNG, BMP, WebP, TIFF or GIF
+  out  a DataFrame with `label`, `score` (its probability) and one probability per class
+The model directory holds the network (`network.pt`: spec and weights) and this package's
+code, so it loads in a fresh process with no training config and no checkout. The model is
+logged "from code" (MLflow runs this file to build it), so nothing is pickled.
+"""
+
+import base64
+import binascii
+import io
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types import ColSpec, Schema
+
+from src.data.images import ImageError
+from src.data.presets import load_pixels
+
+IMAGE_COLUMNS = ("image", "image base64 string")
+BATCH_SIZE = 32
+REQUIREMENTS = ("torch", "torchvision", "numpy", "pandas", "opencv-python-headless", "pillow",
+                "mlflow")
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the `src` package, shipped with the model
+
+
+class ImageClassifierModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        from src.classifiers.network import build_from_spec  # from the model's own code copy
+
+        spec = torch.load(context.artifacts["network"], map_location="cpu", weights_only=True)
+        self.classes = list(spec["classes"])
+        self.size, self.preprocessing = int(spec["size"]), spec["preprocessing"]
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        model = build_from_spec(spec).to(self.device)
+        self.model = model.to(memory_format=torch.channels_last)
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        column = next((c for c in IMAGE_COLUMNS if c in model_input.columns), None)
+        if column is None:
+            raise bad_request(
+                f"no image column: expected one of {list(IMAGE_COLUMNS)}, "
+                f"got {list(model_input.columns)}"
+            )
+        pixels = [self.pixels_of(value, row) for row, value in enumerate(model_input[column])]
+        return self.to_frame(self.predict_pixels(np.stack(pixels)) if pixels else
+                             np.zeros((0, len(self.classes))))
+
+    def pixels_of(self, value, row: int) -> np.ndarray:
+        if not isinstance(value, (str, bytes)) or not value:
+            raise bad_request(f"row {row}: the image is empty; expected base64-encoded bytes")
+        try:
+            data = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise bad_request(f"row {row}: the image is not valid base64") from None
+        try:
+            return load_pixels(data, self.size, self.preprocessing)
+        except ImageError as error:
+            raise bad_request(f"row {row}: {error}") from None
+
+    def predict_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 (N, size, size, 3) pixels → (N, classes) probabilities."""
+        probabilities = []
+        with torch.inference_mode():
+            for start in range(0, len(pixels), BATCH_SIZE):
+                batch = torch.from_numpy(pixels[start : start + BATCH_SIZE]).to(self.device)
+                probabilities.append(torch.softmax(self.model(batch).float(), 1).cpu().numpy())
+        return np.concatenate(probabilities)
+
+    def to_frame(self, probabilities: np.ndarray) -> pd.DataFrame:
+        best = probabilities.argmax(axis=1) if len(probabilities) else np.zeros(0, int)
+        frame = pd.DataFrame({
+            "label": [self.classes[k] for k in best],
+            "score": probabilities[np.arange(len(best)), best].astype(float),
+        })
+        for k, name in enumerate(self.classes):
+            frame[name] = probabilities[:, k].astype(float)
+        return frame
+
+
+def bad_request(message: str) -> MlflowException:
+    """An error the scoring server answers with HTTP 400 and this message."""
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def log_model(spec: dict, example_image: bytes) -> str:
+    """Log the network as the run's `model`; returns its models:/ URI."""
+    classes = spec["classes"]
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("string", name, required=False) for name in IMAGE_COLUMNS]),
+        outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]
+                       + [ColSpec("double", name) for name in classes]),
+    )
+    example = pd.DataFrame({"image": [base64.b64encode(example_image).decode()]})
+    with tempfile.TemporaryDirectory() as tmp:
+        network = Path(tmp) / "network.pt"
+        torch.save(spec, network)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=__file__,
+            artifacts={"network": str(network)},
+            code_paths=[str(PACKAGE_DIR)],
+            signature=signature,
+            input_example=example,
+            pip_requirements=_requirements(),
+        )
+    return info.model_uri
+
+
+def encode_jpeg(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _requirements() -> list[str]:
+    pinned = []
+    for package in REQUIREMENTS:
+        try:
+            pinned.append(f"{package}=={version(package).split('+')[0]}")
+        except PackageNotFoundError:
+            pinned.append(package)
+    return pinned
+
+
+mlflow.models.set_model(ImageClassifierModel())  # what MLflow finds when it runs this file

@@ -1,0 +1,138 @@
+"""Reading images: every format and edge case a user's folder may hold."""
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from src.data.images import BACKGROUND, ImageError, decode_image
+from src.data.presets import PAD_COLOUR, center_crop, letterbox, load_pixels, resize
+from tests.conftest import image_bytes
+
+
+def solid(colour, size=(40, 30), mode="RGB") -> Image.Image:
+    return Image.new(mode, size, colour)
+
+
+def encode(image: Image.Image, fmt: str, **save) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **save)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "BMP", "WEBP", "TIFF", "GIF"])
+def test_every_supported_format_decodes_to_rgb_uint8(fmt):
+    pixels = decode_image(encode(solid((200, 30, 40)), fmt))
+    assert pixels.shape == (30, 40, 3) and pixels.dtype == np.uint8
+    assert np.allclose(pixels[15, 20], (200, 30, 40), atol=12)  # red stays red: RGB, not BGR
+
+
+def test_grayscale_becomes_three_equal_channels():
+    pixels = decode_image(encode(solid(90, mode="L"), "PNG"))
+    assert pixels.shape == (30, 40, 3) and (pixels == 90).all()
+
+
+def test_sixteen_bit_png_is_scaled_to_eight_bits():
+    deep = np.full((30, 40), 50000, np.uint16)
+    ok, encoded = cv2.imencode(".png", deep)
+    pixels = decode_image(encoded.tobytes())
+    assert pixels.dtype == np.uint8 and abs(int(pixels[0, 0, 0]) - 50000 // 257) <= 1
+
+
+def test_transparent_pixels_are_composited_on_neutral_grey():
+    image = solid((255, 0, 0, 255), mode="RGBA")
+    image.paste((0, 0, 0, 0), (0, 0, 20, 30))  # left half fully transparent
+    pixels = decode_image(encode(image, "PNG"))
+    assert tuple(pixels[10, 5]) == BACKGROUND
+    assert tuple(pixels[10, 35]) == (255, 0, 0)
+
+
+def test_palette_image_keeps_its_colours():
+    image = solid((10, 200, 30)).convert("P", palette=Image.Palette.ADAPTIVE)
+    pixels = decode_image(encode(image, "PNG"))
+    assert np.allclose(pixels[0, 0], (10, 200, 30), atol=3)
+
+
+def test_palette_with_transparency_is_composited():
+    image = solid((10, 200, 30)).convert("P")
+    index = image.getpixel((0, 0))
+    pixels = decode_image(encode(image, "PNG", transparency=index))
+    assert tuple(pixels[0, 0]) == BACKGROUND
+
+
+def test_animated_gif_gives_its_first_frame():
+    frames = [solid((250, 0, 0)), solid((0, 0, 250))]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    pixels = decode_image(data)
+    assert pixels[0, 0, 0] > 200 and pixels[0, 0, 2] < 50
+
+
+def test_exif_orientation_is_applied():
+    image = solid((0, 0, 0), size=(80, 40))
+    image.paste((255, 255, 255), (0, 0, 40, 40))  # left half white, as stored
+    exif = image.getexif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    pixels = decode_image(encode(image, "JPEG", exif=exif))
+    assert pixels.shape[:2] == (80, 40)  # portrait now
+    assert pixels[5, 20].mean() > 200 and pixels[75, 20].mean() < 50  # white on top
+
+
+def test_exif_orientation_is_applied_with_reduced_decoding_too():
+    image = solid((0, 0, 0), size=(800, 400))
+    image.paste((255, 255, 255), (0, 0, 400, 400))
+    exif = image.getexif()
+    exif[0x0112] = 6
+    pixels = decode_image(encode(image, "JPEG", exif=exif), at_least=100)
+    assert pixels.shape[:2] == (200, 100)  # decoded at 1/4 scale, and rotated
+    assert pixels[10, 50].mean() > 200 and pixels[190, 50].mean() < 50
+
+
+def test_reduced_decoding_keeps_the_shorter_side_at_least_the_target():
+    data = image_bytes(size=(1000, 700))
+    assert min(decode_image(data, at_least=224).shape[:2]) >= 224
+    assert decode_image(data).shape[:2] == (700, 1000)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty file"),
+        (b"<html><body>404 not found</body></html>", "not an image"),
+        (image_bytes("JPEG", size=(200, 200))[:700], "truncated"),
+        (image_bytes("PNG", size=(200, 200))[:700], "truncated"),
+        (image_bytes("PNG", size=(1, 1)), "too small"),
+    ],
+    ids=["zero-byte", "html", "truncated-jpeg", "truncated-png", "1x1"],
+)
+def test_unusable_bytes_raise_one_clear_reason(data, reason):
+    with pytest.raises(ImageError, match=reason):
+        decode_image(data)
+
+
+def test_decompression_bomb_is_refused_before_decoding():
+    bomb = encode(Image.new("1", (12_000, 10_000)), "PNG")  # 120 MP, a few kB on disk
+    assert len(bomb) < 100_000
+    with pytest.raises(ImageError, match="megapixel limit|decompression bomb"):
+        decode_image(bomb)
+
+
+def test_letterbox_keeps_aspect_and_pads_with_the_mean_colour():
+    image = np.full((50, 100, 3), 255, np.uint8)
+    boxed = letterbox(image, 64)
+    assert boxed.shape == (64, 64, 3)
+    assert tuple(boxed[0, 32]) == PAD_COLOUR and tuple(boxed[63, 32]) == PAD_COLOUR
+    assert (boxed[20:44, :] == 255).all()  # the image: 64 x 32, centred
+
+
+def test_center_crop_and_resize_fill_the_square():
+    image = np.zeros((50, 100, 3), np.uint8)
+    assert center_crop(image, 32).shape == (32, 32, 3)
+    assert resize(image, 32).shape == (32, 32, 3)
+
+
+def test_load_pixels_is_the_same_for_the_same_bytes():
+    data = image_bytes(size=(300, 200))
+    assert np.array_equal(load_pixels(data, 64), load_pixels(data, 64))
+    assert load_pixels(data, 64, "center_crop").shape == (64, 64, 3)
