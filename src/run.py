@@ -69,15 +69,23 @@ def pipeline(cfg: DictConfig) -> float:
     if commit := mlflow_run.git_commit(Path(__file__).parent):
         tags["git_commit"] = commit
 
-    with mlflow_run.tracked_run(mlflow_run.experiment_id(uri, experiment), run_name, tags) as run, \
-            tempfile.TemporaryDirectory() as tmp:
+    with (
+        mlflow_run.tracked_run(mlflow_run.experiment_id(uri, experiment), run_name, tags) as run,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         out = Path(tmp)
         config = OmegaConf.to_container(cfg, resolve=True)
         mlflow_run.log_config(config, OmegaConf.to_yaml(config))
         data = prepare_dataset(
-            root, cfg.seed, cfg.dataset.max_images_per_class,
-            cfg.dataset.split.train_ratio, cfg.dataset.split.val_ratio, cfg.dataset.split.by,
-            cfg.dataset.split.test_list, Path(cfg.paths.cache_dir) / "image_checks", workers + 1,
+            root,
+            cfg.seed,
+            cfg.dataset.max_images_per_class,
+            cfg.dataset.split.train_ratio,
+            cfg.dataset.split.val_ratio,
+            cfg.dataset.split.by,
+            cfg.dataset.split.test_list,
+            Path(cfg.paths.cache_dir) / "image_checks",
+            workers + 1,
         )
         log_data(data, out)
         featurizer, weights = build_featurizer(cfg.model.name, cfg.model.weights)
@@ -86,20 +94,42 @@ def pipeline(cfg: DictConfig) -> float:
 
         files = {s: data.subset(s) for s in SPLITS}
         labels = {s: data.labels(files[s]) for s in SPLITS}
-        featurizer_id = {"arch": cfg.model.name, "weights": weights.identity, "size": size,
-                         "preprocessing": preprocessing}
+        featurizer_id = {
+            "arch": cfg.model.name,
+            "weights": weights.identity,
+            "size": size,
+            "preprocessing": preprocessing,
+            # random weights differ per seed (torch.manual_seed above), so do their features
+            "seed": None if weights.pretrained else cfg.seed,
+        }
         features, hit = cached_features(
-            Path(cfg.paths.cache_dir) / "features", featurizer_id, data.files,
-            lambda: featurize(featurizer, [f.path for f in data.files], size, preprocessing,
-                              cfg.resolution.featurize_batch_size, workers, device),
+            Path(cfg.paths.cache_dir) / "features",
+            featurizer_id,
+            data.files,
+            lambda: featurize(
+                featurizer,
+                [f.path for f in data.files],
+                size,
+                preprocessing,
+                cfg.resolution.featurize_batch_size,
+                workers,
+                device,
+            ),
         )
         if hit:
-            log.info(f"features: found in the cache, featurisation skipped ({len(features)} images)")
+            log.info(
+                f"features: found in the cache, featurisation skipped ({len(features)} images)"
+            )
         row = {f.relpath: i for i, f in enumerate(data.files)}
         by_split = {s: features[[row[f.relpath] for f in files[s]]] for s in SPLITS}
         model, fit, logits = fit_svm_classifier(
-            featurizer, by_split, labels, len(data.classes), cfg.classifier.C_values,
-            cfg.classifier.l2_normalize, cfg.seed,
+            featurizer,
+            by_split,
+            labels,
+            len(data.classes),
+            cfg.classifier.C_values,
+            cfg.classifier.l2_normalize,
+            cfg.seed,
         )
         log_svm_selection(cfg.classifier.C_values, fit, out)
 
@@ -121,32 +151,48 @@ def dataset_root(dataset: DictConfig) -> Path:
     root = Path(str(dataset.root)).expanduser().resolve()
     if "synthetic" in dataset:
         synthetic = dataset.synthetic
-        ensure_synthetic_textures(root, synthetic.images_per_class, synthetic.image_size,
-                                  synthetic.seed)
+        ensure_synthetic_textures(
+            root, synthetic.images_per_class, synthetic.image_size, synthetic.seed
+        )
     return root
 
 
 def log_data(data, out: Path) -> None:
     counts = data.counts()
-    log.info(f"dataset {data.root}: {len(data.classes)} classes, "
-             + ", ".join(f"{n} {s}" for s, n in counts.items())
-             + (f", {len(data.skipped)} skipped" if data.skipped else ""))
-    mlflow.log_params({"data.fingerprint": data.fingerprint, "data.root": str(data.root),
-                       "data.classes": ",".join(data.classes)})
-    mlflow.log_metrics({"data/skipped_files": len(data.skipped),
-                        **{f"data/{s}_images": n for s, n in counts.items()}})
+    log.info(
+        f"dataset {data.root}: {len(data.classes)} classes, "
+        + ", ".join(f"{n} {s}" for s, n in counts.items())
+        + (f", {len(data.skipped)} skipped" if data.skipped else "")
+    )
+    mlflow.log_params(
+        {
+            "data.fingerprint": data.fingerprint,
+            "data.root": str(data.root),
+            "data.classes": ",".join(data.classes),
+        }
+    )
+    mlflow.log_metrics(
+        {
+            "data/skipped_files": len(data.skipped),
+            **{f"data/{s}_images": n for s, n in counts.items()},
+        }
+    )
     (out / "data").mkdir()
-    write_split_csv(out / "data" / "split.csv", data.split, {f.relpath: f.label for f in data.files})
+    write_split_csv(
+        out / "data" / "split.csv", data.split, {f.relpath: f.label for f in data.files}
+    )
     skipped = "path\treason\n" + "".join(f"{p}\t{r}\n" for p, r in data.skipped)
     (out / "data" / "skipped_files.tsv").write_text(skipped, encoding="utf-8")
 
 
 def log_svm_selection(C_values, fit, out: Path) -> None:
-    for step, (C, score) in enumerate(zip(C_values, fit.val_scores)):
+    for step, score in enumerate(fit.val_scores):
         mlflow.log_metric("val/svm_C_class_avg_accuracy", score, step=step)
     mlflow.log_params({"classifier.chosen_C": fit.C, "classifier.temperature": fit.temperature})
     (out / "classifier").mkdir()
-    c_selection_figure(list(C_values), fit.val_scores, fit.C, out / "classifier" / "svm_C_selection.png")
+    c_selection_figure(
+        list(C_values), fit.val_scores, fit.C, out / "classifier" / "svm_C_selection.png"
+    )
 
 
 def log_evaluation(reports: dict, classes: list[str], out: Path) -> None:
@@ -167,10 +213,14 @@ def print_summary(cfg, weights, reports, fit, uri, experiment_id, run_id) -> Non
     ]
     for split, report in reports.items():
         support = sum(c["support"] for c in report["per_class"].values())
-        lines.append(f"  {split:<6} {support:>7} {report['accuracy']:>9.3f} "
-                     f"{report['class_avg_accuracy']:>10.3f}")
-    lines.append(f"  test AUC: micro {test['auc_micro']:.3f}, macro {test['auc_macro']:.3f}"
-                 + (f"; SVM C = {fit.C:g}" if fit is not None else ""))
+        lines.append(
+            f"  {split:<6} {support:>7} {report['accuracy']:>9.3f} "
+            f"{report['class_avg_accuracy']:>10.3f}"
+        )
+    lines.append(
+        f"  test AUC: micro {test['auc_micro']:.3f}, macro {test['auc_macro']:.3f}"
+        + (f"; SVM C = {fit.C:g}" if fit is not None else "")
+    )
     if command := mlflow_run.ui_command(uri):
         lines.append(f"compare runs: {command}")
     lines.append(f"  then open {mlflow_run.runs_url(uri, experiment_id, run_id)}")

@@ -16,16 +16,20 @@ from src.data.synthetic import ensure_synthetic_textures
 ROOT = Path(__file__).resolve().parents[1]
 
 # Small everything: 32 px, random weights, one worker process, a store of the test's own.
-FAST = ["resolution.size=32", "model.weights=none", "num_workers=0",
-        "dataset.synthetic.images_per_class=8", "dataset.synthetic.image_size=64"]
+FAST = ["resolution.size=32", "model.weights=none", "num_workers=0"]
+TINY_SYNTHETIC = ["dataset.synthetic.images_per_class=8", "dataset.synthetic.image_size=64"]
 
 
-def image_bytes(fmt: str = "JPEG", size=(48, 40), mode: str = "RGB", seed: int = 0, **save) -> bytes:
+def image_bytes(
+    fmt: str = "JPEG", size=(48, 40), mode: str = "RGB", seed: int = 0, **save
+) -> bytes:
     """A real encoded image with random content."""
     rng = np.random.default_rng(seed)
     channels = {"RGB": 3, "RGBA": 4, "L": 1}.get(mode, 3)
     array = rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
-    image = Image.fromarray(array.squeeze() if channels == 1 else array, "L" if channels == 1 else None)
+    image = Image.fromarray(
+        array.squeeze() if channels == 1 else array, "L" if channels == 1 else None
+    )
     image = image.convert(mode) if image.mode != mode else image
     buffer = io.BytesIO()
     image.save(buffer, fmt, **save)
@@ -38,7 +42,8 @@ def write_dataset(root: Path, counts: dict[str, int], size=(48, 40)) -> Path:
         (root / label).mkdir(parents=True, exist_ok=True)
         for i in range(n):
             (root / label / f"{label}_{i:03d}.jpg").write_bytes(
-                image_bytes(seed=zlib.crc32(f"{label}{i}".encode()), size=size))
+                image_bytes(seed=zlib.crc32(f"{label}{i}".encode()), size=size)
+            )
     return root
 
 
@@ -50,9 +55,19 @@ def textures(tmp_path_factory) -> Path:
 
 def run_cli(*overrides: str, tmp: Path, env: dict | None = None, timeout: int = 300):
     """`python -m src.run` in a subprocess with FAST settings, data and store under tmp."""
-    command = [sys.executable, "-m", "src.run", *FAST, f"paths.data_dir={tmp}/data",
-               f"tracking.uri=sqlite:///{tmp}/mlruns/mlflow.db", *overrides]
+    own_dataset = any(o.startswith("dataset=") for o in overrides)
+    command = [
+        sys.executable,
+        "-m",
+        "src.run",
+        *FAST,
+        *([] if own_dataset else TINY_SYNTHETIC),
+        f"paths.data_dir={tmp}/data",
+        f"tracking.uri=sqlite:///{tmp}/mlruns/mlflow.db",
+        *overrides,
+    ]
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     environment.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env=environment)
+    return subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=environment
+    )

@@ -46,8 +46,15 @@ def build_from_spec(spec: dict) -> ImageClassifier:
     return model.eval()
 
 
-def make_spec(model: ImageClassifier, arch: str, head: str, classes: list[str], size: int,
-              preprocessing: str, dropout: float = 0.0) -> dict:
+def make_spec(
+    model: ImageClassifier,
+    arch: str,
+    head: str,
+    classes: list[str],
+    size: int,
+    preprocessing: str,
+    dropout: float = 0.0,
+) -> dict:
     return {
         "arch": arch,
         "head": head,

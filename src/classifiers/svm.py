@@ -6,6 +6,7 @@ linear layer on top of the (L2-normalised) features: one torch module, pixels to
 """
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -13,8 +14,6 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
-from dataclasses import dataclass
-
 from torch import nn
 
 from src.evaluation.metrics import class_avg_accuracy
@@ -32,8 +31,13 @@ class SvmFit:
 
 
 def train_svm_head(
-    train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
-    C_values: list[float], num_classes: int, seed: int,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    C_values: list[float],
+    num_classes: int,
+    seed: int,
 ) -> SvmFit:
     """Choose C on validation, calibrate scores on validation, refit on train + validation.
     The test split is not an argument: it cannot leak into any of these choices."""
@@ -61,8 +65,12 @@ def fit_svm(features: np.ndarray, labels: np.ndarray, C: float, seed: int) -> Li
 
 
 def select_C(
-    train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
-    C_values: list[float], seed: int,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    C_values: list[float],
+    seed: int,
 ) -> tuple[float, list[float]]:
     """The C with the best validation class-averaged accuracy (ties: the smaller C), and
     every candidate's validation score in the order of C_values."""
@@ -73,7 +81,7 @@ def select_C(
         predicted = fit_svm(train_x, train_y, C, seed).predict(val_x)
         scores.append(class_avg_accuracy(val_y, predicted, num_classes=int(train_y.max()) + 1))
     best = max(scores)
-    return min(C for C, score in zip(C_values, scores) if score == best), scores
+    return min(C for C, score in zip(C_values, scores, strict=True) if score == best), scores
 
 
 def decision_scores(svm: LinearSVC, features: np.ndarray, num_classes: int) -> np.ndarray:
@@ -94,6 +102,7 @@ def svm_weights(svm: LinearSVC, num_classes: int) -> tuple[np.ndarray, np.ndarra
 def fit_temperature(scores: np.ndarray, labels: np.ndarray) -> float:
     """The factor T for which softmax(T * margins) best predicts the labels (lowest log
     loss): SVM margins become probability-like scores without changing any decision."""
+
     def log_loss(log_t: float) -> float:
         log_probs = log_softmax(np.exp(log_t) * scores, axis=1)
         return -log_probs[np.arange(len(labels)), labels].mean()
@@ -113,16 +122,28 @@ def svm_as_linear(svm: LinearSVC, num_classes: int, temperature: float) -> nn.Li
 
 
 def fit_svm_classifier(
-    featurizer: nn.Module, features: dict[str, np.ndarray], labels: dict[str, np.ndarray],
-    num_classes: int, C_values: list[float], normalize: bool, seed: int,
+    featurizer: nn.Module,
+    features: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    num_classes: int,
+    C_values: list[float],
+    normalize: bool,
+    seed: int,
 ):
     """The SVM mode: features of each split in, (ImageClassifier, SvmFit, logits per split)
     out. Validation logits come from the SVM that never saw the validation split."""
     from src.classifiers.network import ImageClassifier
 
     prepared = {s: l2_normalize(x) if normalize else x for s, x in features.items()}
-    fit = train_svm_head(prepared["train"], labels["train"], prepared["val"], labels["val"],
-                         list(C_values), num_classes, seed)
+    fit = train_svm_head(
+        prepared["train"],
+        labels["train"],
+        prepared["val"],
+        labels["val"],
+        list(C_values),
+        num_classes,
+        seed,
+    )
     model = ImageClassifier(featurizer, fit.head, l2_normalize=normalize)
     with torch.no_grad():
         logits = {s: fit.head(torch.from_numpy(x).float()).numpy() for s, x in prepared.items()}

@@ -23,6 +23,15 @@ MAX_PIXELS = 100_000_000  # larger images are refused as likely decompression bo
 MIN_SIDE = 8  # px; smaller "images" (tracking pixels, 1x1 placeholders) carry no content
 BACKGROUND = (128, 128, 128)  # transparent pixels are composited on neutral grey
 OPENCV_FORMATS = {"JPEG", "MPO", "PNG", "BMP", "WEBP", "TIFF"}
+SIGNATURES = {  # first bytes of each format, to tell a broken image from a non-image
+    b"\xff\xd8\xff": "JPEG",
+    b"\x89PNG": "PNG",
+    b"GIF8": "GIF",
+    b"BM": "BMP",
+    b"RIFF": "WEBP",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+}
 REDUCED_FLAGS = {2: 16, 4: 32, 8: 64}  # OpenCV's IMREAD_REDUCED_* bits, by scale factor
 
 
@@ -43,8 +52,6 @@ def decode_image(data: bytes, at_least: int = 0) -> np.ndarray:
     stays at least this many pixels (the caller resizes to that size anyway).
     Raises ImageError for empty, unrecognised, truncated, tiny or oversized input.
     """
-    if not data:
-        raise ImageError("empty file (0 bytes)")
     probe = _open_header(data)
     width, height = probe.size
     if width * height > MAX_PIXELS:
@@ -71,6 +78,8 @@ def image_size(data: bytes) -> tuple[int, int]:
 
 
 def _open_header(data: bytes) -> Image.Image:
+    if not data:
+        raise ImageError("empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -78,6 +87,9 @@ def _open_header(data: bytes) -> Image.Image:
     except Image.DecompressionBombError as error:
         raise ImageError(f"refused as a decompression bomb ({error})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        claimed = next((fmt for magic, fmt in SIGNATURES.items() if data.startswith(magic)), None)
+        if claimed:  # starts like an image, but the header is cut or broken
+            raise ImageError(f"corrupt or truncated {claimed} data") from None
         raise ImageError("not an image (unrecognised format)") from None
 
 

@@ -46,8 +46,12 @@ def check_images(
         with ThreadPoolExecutor(max(1, num_threads)) as pool:
             checks = pool.map(check_image, [f.path for f in todo])
             for f, check in tqdm(
-                zip(todo, checks), total=len(todo), desc="checking images", unit="img",
-                leave=False, disable=len(todo) < 200,
+                zip(todo, checks, strict=True),
+                total=len(todo),
+                desc="checking images",
+                unit="img",
+                leave=False,
+                disable=len(todo) < 200,
             ):
                 results[f.relpath] = check
         if cache_path:
@@ -87,8 +91,11 @@ def _load_cache(path: Path | None) -> dict:
 def _save_cache(path: Path, files: list[ImageFile], results: dict[str, ImageCheck]) -> None:
     entries = {
         f.relpath: {
-            "size": f.size, "mtime_ns": f.mtime_ns, "error": results[f.relpath].error,
-            "width": results[f.relpath].width, "height": results[f.relpath].height,
+            "size": f.size,
+            "mtime_ns": f.mtime_ns,
+            "error": results[f.relpath].error,
+            "width": results[f.relpath].width,
+            "height": results[f.relpath].height,
         }
         for f in files
     }

@@ -22,7 +22,12 @@ class ImageDataset(Dataset):
     """
 
     def __init__(self, paths: list[Path], labels: list[int], transform: Callable, size: int):
-        self.paths, self.labels, self.transform, self.size = list(paths), list(labels), transform, size
+        self.paths, self.labels, self.transform, self.size = (
+            list(paths),
+            list(labels),
+            transform,
+            size,
+        )
 
     def __len__(self) -> int:
         return len(self.paths)

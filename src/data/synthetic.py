@@ -19,7 +19,9 @@ from tqdm import tqdm
 CLASSES = ("dotted", "leopard", "striped")
 
 
-def ensure_synthetic_textures(root: Path, images_per_class: int, image_size: int, seed: int) -> Path:
+def ensure_synthetic_textures(
+    root: Path, images_per_class: int, image_size: int, seed: int
+) -> Path:
     """Generate the dataset into `root` unless a complete copy is already there."""
     root = Path(root)
     if (root / ".complete").exists():
@@ -35,7 +37,8 @@ def ensure_synthetic_textures(root: Path, images_per_class: int, image_size: int
                 image = render_image(label, rng, image_size)
                 quality = int(rng.integers(35, 96))
                 ok, encoded = cv2.imencode(
-                    ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                    ".jpg",
+                    cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
                     [cv2.IMWRITE_JPEG_QUALITY, quality],
                 )
                 (tmp / label / f"{label}_{i:04d}.jpg").write_bytes(encoded.tobytes())
@@ -132,10 +135,11 @@ def _leopard(rng, canvas: int) -> np.ndarray:
             ring = np.round(ring).astype(np.int32)
             thickness = max(2, int(spacing * rng.uniform(0.06, 0.13)))
             # keep most sides of the ring, leaving gaps: a broken rosette
-            for a, b in zip(ring, np.roll(ring, -1, axis=0)):
+            for a, b in zip(ring, np.roll(ring, -1, axis=0), strict=True):
                 if rng.random() < 0.75:
-                    cv2.line(mask, tuple(map(int, a)), tuple(map(int, b)), 255, thickness,
-                             cv2.LINE_AA)
+                    cv2.line(
+                        mask, tuple(map(int, a)), tuple(map(int, b)), 255, thickness, cv2.LINE_AA
+                    )
     return mask.astype(np.float32) / 255
 
 
@@ -147,7 +151,10 @@ def _rosette_centres(pattern: np.ndarray) -> np.ndarray:
 
 
 PATTERNS = {
-    "dotted": _dots, "striped": _stripes, "leopard": _leopard, "_rosette_centres": _rosette_centres,
+    "dotted": _dots,
+    "striped": _stripes,
+    "leopard": _leopard,
+    "_rosette_centres": _rosette_centres,
 }
 
 
@@ -176,8 +183,10 @@ def _perspective(fabric: np.ndarray, rng, width: int, height: int) -> np.ndarray
     for cx, cy in ((-1, -1), (1, -1), (1, 1), (-1, 1)):
         point = np.array([cx * width / 2, cy * height / 2]) * scale
         point *= 1 + rng.uniform(-0.12, 0.12, 2)  # tilt: each corner moves on its own
-        rotated = [point[0] * np.cos(angle) - point[1] * np.sin(angle),
-                   point[0] * np.sin(angle) + point[1] * np.cos(angle)]
+        rotated = [
+            point[0] * np.cos(angle) - point[1] * np.sin(angle),
+            point[0] * np.sin(angle) + point[1] * np.cos(angle),
+        ]
         corners.append(centre + rotated)
     target = np.float32([[0, 0], [width, 0], [width, height], [0, height]])
     matrix = cv2.getPerspectiveTransform(np.float32(corners), target)
@@ -202,12 +211,33 @@ def _silhouette(rng, width: int, height: int) -> np.ndarray:
     if kind == "closeup":
         return np.ones((height, width), np.float32)
     if kind == "tshirt":
-        outline = [(0.38, 0.12), (0.45, 0.16), (0.55, 0.16), (0.62, 0.12), (0.88, 0.28),
-                   (0.8, 0.42), (0.69, 0.36), (0.71, 0.92), (0.29, 0.92), (0.31, 0.36),
-                   (0.2, 0.42), (0.12, 0.28)]
+        outline = [
+            (0.38, 0.12),
+            (0.45, 0.16),
+            (0.55, 0.16),
+            (0.62, 0.12),
+            (0.88, 0.28),
+            (0.8, 0.42),
+            (0.69, 0.36),
+            (0.71, 0.92),
+            (0.29, 0.92),
+            (0.31, 0.36),
+            (0.2, 0.42),
+            (0.12, 0.28),
+        ]
     else:
-        outline = [(0.4, 0.08), (0.46, 0.13), (0.54, 0.13), (0.6, 0.08), (0.66, 0.3),
-                   (0.62, 0.45), (0.82, 0.94), (0.18, 0.94), (0.38, 0.45), (0.34, 0.3)]
+        outline = [
+            (0.4, 0.08),
+            (0.46, 0.13),
+            (0.54, 0.13),
+            (0.6, 0.08),
+            (0.66, 0.3),
+            (0.62, 0.45),
+            (0.82, 0.94),
+            (0.18, 0.94),
+            (0.38, 0.45),
+            (0.34, 0.3),
+        ]
     points = np.array(outline) - 0.5
     angle = rng.uniform(-0.2, 0.2)
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])

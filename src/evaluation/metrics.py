@@ -7,7 +7,12 @@ does not let a big class hide a bad small one. It is the objective for model sel
 import re
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score, roc_curve
+from sklearn.metrics import (
+    confusion_matrix,
+    precision_recall_fscore_support,
+    roc_auc_score,
+    roc_curve,
+)
 
 
 def class_avg_accuracy(y_true, y_pred, num_classes: int) -> float:

@@ -14,8 +14,13 @@ def roc_figure(report: dict, path: Path, title: str = "ROC, one vs rest (test)")
     for name, (fpr, tpr, auc) in report["roc"].items():
         ax.plot(fpr, tpr, lw=1.8, label=f"{name} (AUC {auc:.3f})")
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.02),
-           title=f"{title}\nmicro AUC {report['auc_micro']:.3f}, macro AUC {report['auc_macro']:.3f}")
+    ax.set(
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        title=f"{title}\nmicro AUC {report['auc_micro']:.3f}, macro AUC {report['auc_macro']:.3f}",
+    )
     ax.legend(loc="lower right", fontsize="small")
     return _save(fig, path)
 
@@ -31,8 +36,15 @@ def confusion_figure(report: dict, classes: list[str], path: Path, title: str = 
         ax.imshow(report["confusion_normalized"], cmap="Blues", vmin=0, vmax=1)
         for (i, j), value in np.ndenumerate(matrix):
             dark = report["confusion_normalized"][i, j] > 0.5
-            ax.text(j, i, format(value, fmt), ha="center", va="center",
-                    color="white" if dark else "black", fontsize="small")
+            ax.text(
+                j,
+                i,
+                format(value, fmt),
+                ha="center",
+                va="center",
+                color="white" if dark else "black",
+                fontsize="small",
+            )
         ticks = np.arange(len(classes))
         ax.set_xticks(ticks, classes, rotation=45, ha="right")
         ax.set_yticks(ticks, classes)
@@ -40,12 +52,18 @@ def confusion_figure(report: dict, classes: list[str], path: Path, title: str = 
     return _save(fig, path)
 
 
-def c_selection_figure(C_values: list[float], scores: list[float], chosen: float, path: Path) -> Path:
+def c_selection_figure(
+    C_values: list[float], scores: list[float], chosen: float, path: Path
+) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.semilogx(C_values, scores, marker="o")
     ax.axvline(chosen, color="tab:red", ls="--", label=f"chosen C = {chosen:g}")
-    ax.set(xlabel="C", ylabel="class-averaged accuracy", ylim=(0, 1.02),
-           title="linear SVM: validation accuracy per C")
+    ax.set(
+        xlabel="C",
+        ylabel="class-averaged accuracy",
+        ylim=(0, 1.02),
+        title="linear SVM: validation accuracy per C",
+    )
     ax.legend()
     return _save(fig, path)
 

@@ -78,8 +78,7 @@ def _load(constructor, imagenet_weights, weights: str) -> tuple[nn.Module, Weigh
                 raise
             log.warning(
                 "\n" + "!" * 78 + f"\nWARNING: {error}\nGoing on with RANDOMLY INITIALISED "
-                "weights: features will be far weaker than with a pretrained network.\n"
-                + "!" * 78
+                "weights: features will be far weaker than with a pretrained network.\n" + "!" * 78
             )
             return constructor(weights=None), Weights("none", pretrained=False)
     return _from_file(constructor, Path(weights).expanduser())
@@ -115,7 +114,11 @@ def _from_file(constructor, path: Path) -> tuple[nn.Module, Weights]:
         raise UserError(f"model.weights={path} is not a loadable state dict ({error})") from None
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # any head is replaced
     model = constructor(weights=None)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shapes differ: another depth
+        first = str(error).split("\n")[1].strip() if "\n" in str(error) else str(error)
+        raise UserError(f"model.weights={path} does not fit this architecture ({first})") from None
     missing = [k for k in missing if not k.startswith("fc.")]
     if missing or unexpected:
         raise UserError(

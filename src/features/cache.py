@@ -8,9 +8,8 @@ that changes only classifier settings finds its features here and skips featuris
 import hashlib
 import json
 import os
-from pathlib import Path
-
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 

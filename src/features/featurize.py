@@ -25,7 +25,9 @@ def featurize(
     """Features (N, D) float32 in the order of `paths`; NaN rows for files that failed to
     decode. Worker processes decode while the model computes; only uint8 pixels travel."""
     featurizer = prepare_for_inference(featurizer, device)
-    dataset = ImageDataset(paths, [0] * len(paths), partial(load_pixels, size=size, mode=mode), size)
+    dataset = ImageDataset(
+        paths, [0] * len(paths), partial(load_pixels, size=size, mode=mode), size
+    )
     loader = make_loader(dataset, batch_size, num_workers, device)
     features = None
     progress = tqdm(total=len(paths), desc=desc, unit="img")

@@ -75,8 +75,13 @@ def experiment_id(uri: str, name: str) -> str:
 
 
 @contextmanager
-def tracked_run(experiment: str, run_name: str | None = None, tags: dict | None = None,
-                run_id: str | None = None, nested: bool = False):
+def tracked_run(
+    experiment: str,
+    run_name: str | None = None,
+    tags: dict | None = None,
+    run_id: str | None = None,
+    nested: bool = False,
+):
     """An active MLflow run that ends FINISHED, or FAILED (KILLED on Ctrl-C) with the
     error recorded as the `error` tag: never left RUNNING."""
     with mlflow.start_run(

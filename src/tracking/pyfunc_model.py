@@ -30,8 +30,15 @@ from src.data.presets import load_pixels
 
 IMAGE_COLUMNS = ("image", "image base64 string")
 BATCH_SIZE = 32
-REQUIREMENTS = ("torch", "torchvision", "numpy", "pandas", "opencv-python-headless", "pillow",
-                "mlflow")
+REQUIREMENTS = (
+    "torch",
+    "torchvision",
+    "numpy",
+    "pandas",
+    "opencv-python-headless",
+    "pillow",
+    "mlflow",
+)
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the `src` package, shipped with the model
 
 
@@ -54,8 +61,9 @@ class ImageClassifierModel(mlflow.pyfunc.PythonModel):
                 f"got {list(model_input.columns)}"
             )
         pixels = [self.pixels_of(value, row) for row, value in enumerate(model_input[column])]
-        return self.to_frame(self.predict_pixels(np.stack(pixels)) if pixels else
-                             np.zeros((0, len(self.classes))))
+        return self.to_frame(
+            self.predict_pixels(np.stack(pixels)) if pixels else np.zeros((0, len(self.classes)))
+        )
 
     def pixels_of(self, value, row: int) -> np.ndarray:
         if not isinstance(value, (str, bytes)) or not value:
@@ -80,10 +88,12 @@ class ImageClassifierModel(mlflow.pyfunc.PythonModel):
 
     def to_frame(self, probabilities: np.ndarray) -> pd.DataFrame:
         best = probabilities.argmax(axis=1) if len(probabilities) else np.zeros(0, int)
-        frame = pd.DataFrame({
-            "label": [self.classes[k] for k in best],
-            "score": probabilities[np.arange(len(best)), best].astype(float),
-        })
+        frame = pd.DataFrame(
+            {
+                "label": [self.classes[k] for k in best],
+                "score": probabilities[np.arange(len(best)), best].astype(float),
+            }
+        )
         for k, name in enumerate(self.classes):
             frame[name] = probabilities[:, k].astype(float)
         return frame
@@ -99,8 +109,10 @@ def log_model(spec: dict, example_image: bytes) -> str:
     classes = spec["classes"]
     signature = ModelSignature(
         inputs=Schema([ColSpec("string", name, required=False) for name in IMAGE_COLUMNS]),
-        outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]
-                       + [ColSpec("double", name) for name in classes]),
+        outputs=Schema(
+            [ColSpec("string", "label"), ColSpec("double", "score")]
+            + [ColSpec("double", name) for name in classes]
+        ),
     )
     example = pd.DataFrame({"image": [base64.b64encode(example_image).decode()]})
     with tempfile.TemporaryDirectory() as tmp:

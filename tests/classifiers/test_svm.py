@@ -1,0 +1,65 @@
+"""The linear SVM: C chosen on validation only, and exported as an equivalent linear layer."""
+
+import numpy as np
+import pytest
+import torch
+
+from src.classifiers.svm import (
+    decision_scores,
+    fit_svm,
+    fit_temperature,
+    select_C,
+    svm_as_linear,
+    train_svm_head,
+)
+
+
+def blobs(n_per_class: int, classes: int, spread: float, seed: int, dim: int = 10):
+    rng = np.random.default_rng(seed)
+    centres = np.eye(classes, dim) * 3
+    x = np.concatenate([c + rng.normal(0, spread, (n_per_class, dim)) for c in centres])
+    return x.astype(np.float32), np.repeat(np.arange(classes), n_per_class)
+
+
+def test_C_is_chosen_by_validation_accuracy():
+    train_x, train_y = blobs(30, 3, 1.0, seed=0)
+    val_x, val_y = blobs(20, 3, 1.0, seed=1)
+    C, scores = select_C(train_x, train_y, val_x, val_y, [1e-4, 1e-2, 1, 100], seed=0)
+    assert len(scores) == 4 and scores[[1e-4, 1e-2, 1, 100].index(C)] == max(scores)
+
+
+def test_ties_go_to_the_smaller_C():
+    train_x, train_y = blobs(30, 2, 0.1, seed=0)  # so easy that every C is perfect
+    val_x, val_y = blobs(10, 2, 0.1, seed=1)
+    C, scores = select_C(train_x, train_y, val_x, val_y, [10, 0.1, 1], seed=0)
+    assert scores == [1.0, 1.0, 1.0] and C == 0.1
+
+
+def test_C_selection_never_sees_the_test_split():
+    train_x, train_y = blobs(30, 3, 1.5, seed=0)
+    val_x, val_y = blobs(20, 3, 1.5, seed=1)
+    fit = train_svm_head(train_x, train_y, val_x, val_y, [1e-3, 1e-1, 10], 3, seed=0)
+    # Validation decides: labels shuffled on validation change the choice of C or its scores.
+    shuffled = np.random.default_rng(0).permutation(val_y)
+    other = train_svm_head(train_x, train_y, val_x, shuffled, [1e-3, 1e-1, 10], 3, seed=0)
+    assert fit.val_scores != other.val_scores
+    assert "test" not in train_svm_head.__code__.co_varnames
+
+
+@pytest.mark.parametrize("classes", [2, 4])
+def test_linear_layer_reproduces_the_svm_decisions(classes):
+    x, y = blobs(25, classes, 1.2, seed=2)
+    svm = fit_svm(x, y, C=1.0, seed=0)
+    layer = svm_as_linear(svm, classes, temperature=2.5)
+    with torch.no_grad():
+        logits = layer(torch.from_numpy(x)).numpy()
+    assert np.allclose(logits, 2.5 * decision_scores(svm, x, classes), atol=1e-4)
+    assert np.array_equal(logits.argmax(1), svm.predict(x))
+
+
+def test_temperature_makes_confident_scores_without_changing_decisions():
+    x, y = blobs(40, 3, 0.8, seed=3)
+    margins = decision_scores(fit_svm(x, y, 1.0, 0), x, 3)
+    temperature = fit_temperature(margins, y)
+    assert temperature > 1  # raw margins are too flat to be probabilities
+    assert np.array_equal((margins * temperature).argmax(1), margins.argmax(1))

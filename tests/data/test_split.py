@@ -1,0 +1,92 @@
+"""Splitting: stratified, deterministic, disjoint; whole sub-folders; a dedicated test list."""
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from src.data.folders import ImageFile
+from src.data.split import limit_per_class, read_test_list, split_files
+from src.errors import UserError
+
+
+def files_of(counts: dict[str, int], subdirs: int = 0) -> list[ImageFile]:
+    files = []
+    for label, n in counts.items():
+        for i in range(n):
+            middle = f"s{i % subdirs}/" if subdirs else ""
+            relpath = f"{label}/{middle}{i:03d}.jpg"
+            files.append(ImageFile(Path("/data") / relpath, relpath, label, 100 + i, 0))
+    return files
+
+
+def test_split_is_stratified_by_class_with_the_configured_ratios():
+    files = files_of({"a": 100, "b": 40})
+    split = split_files(files, seed=0, train_ratio=0.75, val_ratio=0.2)
+    per_class = Counter((f.label, split[f.relpath]) for f in files)
+    assert per_class[("a", "test")] == 25 and per_class[("b", "test")] == 10
+    assert per_class[("a", "val")] == 15 and per_class[("b", "val")] == 6
+    assert per_class[("a", "train")] == 60 and per_class[("b", "train")] == 24
+
+
+def test_split_is_deterministic_for_a_seed_and_changes_with_it():
+    files = files_of({"a": 30, "b": 30})
+    assert split_files(files, seed=1) == split_files(list(reversed(files)), seed=1)
+    assert split_files(files, seed=1) != split_files(files, seed=2)
+
+
+def test_split_never_puts_a_file_on_two_sides_and_covers_every_file():
+    files = files_of({"a": 23, "b": 17, "c": 5})
+    split = split_files(files, seed=3)
+    assert set(split) == {f.relpath for f in files}
+    assert set(split.values()) == {"train", "val", "test"}
+
+
+def test_subdir_split_keeps_each_sub_folder_on_one_side():
+    files = files_of({"a": 40, "b": 40}, subdirs=8)
+    split = split_files(files, seed=0, by="subdir")
+    sides = {}
+    for f in files:
+        folder = f.relpath.rsplit("/", 1)[0]
+        sides.setdefault(folder, set()).add(split[f.relpath])
+    assert all(len(s) == 1 for s in sides.values())
+    assert {next(iter(s)) for s in sides.values()} == {"train", "val", "test"}
+
+
+def test_a_class_too_small_to_split_is_a_clear_error():
+    with pytest.raises(UserError, match=r"class 'b' has 2 images in /data/b.*at least 3"):
+        split_files(files_of({"a": 10, "b": 2}), seed=0)
+
+
+def test_subdir_split_needs_three_sub_folders_per_class():
+    with pytest.raises(UserError, match="2 sub-folders"):
+        split_files(files_of({"a": 10, "b": 10}, subdirs=2), seed=0, by="subdir")
+
+
+def test_dedicated_test_list_overrides_the_random_test_split(tmp_path):
+    files = files_of({"a": 10, "b": 10})
+    listing = tmp_path / "test.tsv"
+    listing.write_text("# dedicated test images\na\t001.jpg\nb\tb/004.jpg\n\n")
+    chosen = read_test_list(listing, files)
+    split = split_files(files, seed=0, test_list=chosen)
+    assert {r for r, s in split.items() if s == "test"} == {"a/001.jpg", "b/004.jpg"}
+    assert Counter(split.values())["val"] == 4
+
+
+def test_test_list_naming_an_unknown_image_is_refused_with_its_line(tmp_path):
+    listing = tmp_path / "test.tsv"
+    listing.write_text("a\t001.jpg\na\tmissing.jpg\n")
+    with pytest.raises(UserError, match="line 2: no image a/missing.jpg"):
+        read_test_list(listing, files_of({"a": 5}))
+
+
+def test_bad_ratios_are_refused():
+    with pytest.raises(UserError, match="train_ratio"):
+        split_files(files_of({"a": 5, "b": 5}), seed=0, train_ratio=1.5)
+
+
+def test_max_images_per_class_keeps_a_seeded_sample():
+    files = files_of({"a": 50, "b": 5})
+    kept = limit_per_class(files, 10, seed=0)
+    assert Counter(f.label for f in kept) == {"a": 10, "b": 5}
+    assert kept == limit_per_class(files, 10, seed=0)

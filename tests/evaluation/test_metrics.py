@@ -1,0 +1,63 @@
+"""Metrics checked against values worked out by hand."""
+
+import numpy as np
+import pytest
+
+from src.evaluation.metrics import class_avg_accuracy, evaluate, flat_metrics, metric_name
+
+CLASSES = ["a", "b", "c"]
+# 6 images: a, a, a, b, b, c; predictions a, a, b, b, c, c
+Y_TRUE = np.array([0, 0, 0, 1, 1, 2])
+SCORES = np.array(
+    [
+        [0.8, 0.1, 0.1],
+        [0.6, 0.3, 0.1],
+        [0.3, 0.6, 0.1],
+        [0.2, 0.7, 0.1],
+        [0.1, 0.4, 0.5],
+        [0.1, 0.2, 0.7],
+    ]
+)
+
+
+def test_accuracy_and_class_averaged_accuracy():
+    report = evaluate(Y_TRUE, SCORES, CLASSES)
+    assert report["accuracy"] == pytest.approx(4 / 6)
+    assert report["class_avg_accuracy"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+
+
+def test_per_class_precision_recall_f1():
+    per_class = evaluate(Y_TRUE, SCORES, CLASSES)["per_class"]
+    assert per_class["a"]["precision"] == 1.0 and per_class["a"]["recall"] == pytest.approx(2 / 3)
+    assert per_class["b"]["precision"] == pytest.approx(1 / 2)
+    assert per_class["c"]["precision"] == pytest.approx(1 / 2) and per_class["c"]["recall"] == 1.0
+    assert per_class["c"]["f1"] == pytest.approx(2 / 3)
+
+
+def test_confusion_matrix_counts_and_rows():
+    report = evaluate(Y_TRUE, SCORES, CLASSES)
+    assert report["confusion"].tolist() == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    assert report["confusion_normalized"][1].tolist() == [0, 0.5, 0.5]
+
+
+def test_roc_auc_per_class_micro_and_macro():
+    report = evaluate(Y_TRUE, SCORES, CLASSES)
+    # class c: positive score 0.7 beats every negative (max 0.5): AUC 1
+    assert report["roc"]["c"][2] == 1.0
+    # class a: positives 0.8, 0.6, 0.3 vs negatives 0.2, 0.1, 0.1: all 9 pairs ordered
+    assert report["roc"]["a"][2] == 1.0
+    # class b: positives 0.7, 0.4 vs negatives 0.1, 0.3, 0.6, 0.2: 7 of 8 pairs ordered
+    assert report["roc"]["b"][2] == pytest.approx(7 / 8)
+    assert report["auc_macro"] == pytest.approx((1 + 7 / 8 + 1) / 3)
+    assert 0.5 < report["auc_micro"] <= 1
+
+
+def test_class_avg_accuracy_ignores_classes_absent_from_the_truth():
+    assert class_avg_accuracy([0, 0, 1], [0, 1, 1], num_classes=3) == pytest.approx((0.5 + 1) / 2)
+
+
+def test_flat_metrics_use_prefixes_and_safe_names():
+    metrics = flat_metrics(evaluate(Y_TRUE, SCORES, ["a", "b b", "c/ü"]), "test")
+    assert metrics["test/accuracy"] == pytest.approx(4 / 6)
+    assert "test/b b/precision" in metrics and "test/c__/recall" in metrics
+    assert metric_name("naïve") == "na_ve"

@@ -1,0 +1,155 @@
+"""End to end: `python -m src.run` in a subprocess, checked through MLflow as a user would."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import image_bytes, run_cli, write_dataset
+
+ARTIFACTS = {
+    "config.yaml",
+    "data/split.csv",
+    "data/skipped_files.tsv",
+    "evaluation/roc_test.png",
+    "evaluation/confusion_test.png",
+    "classifier/svm_C_selection.png",
+}
+
+
+def only_run(tmp):
+    client = MlflowClient(f"sqlite:///{tmp}/mlruns/mlflow.db")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) == 1, [r.info.status for r in runs]
+    return client, runs[0]
+
+
+def all_artifacts(client, run_id, path=None) -> set[str]:
+    found = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= all_artifacts(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    result = run_cli(tmp=tmp)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp, result
+
+
+def test_run_finishes_with_metrics_params_tags_and_artifacts(default_run):
+    tmp, result = default_run
+    client, run = only_run(tmp)
+    assert run.info.status == "FINISHED"
+    metrics = run.data.metrics
+    for key in (
+        "test/accuracy",
+        "test/class_avg_accuracy",
+        "test/auc_micro",
+        "test/auc_macro",
+        "test/dotted/precision",
+        "val/class_avg_accuracy",
+        "train/accuracy",
+        "data/skipped_files",
+        "data/test_images",
+    ):
+        assert key in metrics, key
+    assert 0 <= metrics["test/class_avg_accuracy"] <= 1 and metrics["data/skipped_files"] == 0
+    assert len(client.get_metric_history(run.info.run_id, "val/svm_C_class_avg_accuracy")) == 7
+    params = run.data.params
+    assert params["model.name"] == "resnet18" and params["resolution.size"] == "32"
+    assert params["dataset.split.train_ratio"] == "0.75" and len(params["data.fingerprint"]) == 16
+    assert float(params["classifier.chosen_C"]) in [0.0001, 0.001, 0.01, 0.1, 1, 10, 100]
+    tags = run.data.tags
+    assert (
+        tags["pretrained"] == "false"
+        and tags["classifier"] == "svm"
+        and tags["model"] == "resnet18"
+    )
+    assert all_artifacts(client, run.info.run_id) >= ARTIFACTS
+    models = client.search_logged_models(
+        [run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"
+    )
+    assert [m.name for m in models] == ["model"]
+    assert run.info.run_id in result.stdout and "#/experiments/" in result.stdout
+
+
+def test_split_artifact_lists_every_image_once(default_run):
+    tmp, _ = default_run
+    client, run = only_run(tmp)
+    path = client.download_artifacts(run.info.run_id, "data/split.csv", str(tmp))
+    rows = Path(path).read_text().splitlines()
+    assert rows[0] == "path,label,split" and len(rows) == 1 + 24
+    assert len({r.split(",")[0] for r in rows[1:]}) == 24
+
+
+def test_logged_model_predicts_in_a_fresh_process_without_the_config(default_run, tmp_path):
+    tmp, _ = default_run
+    _, run = only_run(tmp)
+    images = [image_bytes(size=(80, 60), seed=s) for s in range(3)]
+    script = f"""
+import base64, json, mlflow, pandas as pd
+mlflow.set_tracking_uri("sqlite:///{tmp}/mlruns/mlflow.db")
+model = mlflow.pyfunc.load_model("runs:/{run.info.run_id}/model")
+images = [bytes.fromhex(h) for h in {json.dumps([i.hex() for i in images])}]
+out = model.predict(pd.DataFrame({{"image": [base64.b64encode(i).decode() for i in images]}}))
+print(json.dumps(out.to_dict("records")))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(rows) == 3
+    for row in rows:
+        assert row["label"] in ("dotted", "leopard", "striped")
+        assert row["score"] == pytest.approx(row[row["label"]])
+        assert sum(row[c] for c in ("dotted", "leopard", "striped")) == pytest.approx(1, abs=1e-5)
+
+
+def test_rerun_with_other_classifier_settings_reuses_the_cached_features(default_run):
+    tmp, _ = default_run
+    result = run_cli("classifier.C_values=[0.1,1]", "tracking.experiment=rerun", tmp=tmp)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "found in the cache, featurisation skipped" in result.stdout
+
+
+def test_folder_dataset_with_a_corrupt_file_skips_it_and_says_so(tmp_path):
+    root = write_dataset(tmp_path / "pics", {"cat": 5, "dog": 5})
+    (root / "dog" / "broken.jpg").write_bytes(image_bytes(size=(200, 200))[:500])
+    result = run_cli("dataset=folder", f"dataset.root={root}", tmp=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "skipped dog/broken.jpg: corrupt or truncated JPEG data" in result.stdout
+    client, run = only_run(tmp_path)
+    assert run.data.metrics["data/skipped_files"] == 1 and run.data.tags["dataset"] == "pics"
+    listed = client.download_artifacts(run.info.run_id, "data/skipped_files.tsv", str(tmp_path))
+    assert "dog/broken.jpg\tcorrupt or truncated JPEG data" in Path(listed).read_text()
+
+
+def test_too_small_class_is_a_one_line_error_and_the_run_is_marked_failed(tmp_path):
+    root = write_dataset(tmp_path / "pics", {"cat": 5, "dog": 2})
+    result = run_cli("dataset=folder", f"dataset.root={root}", tmp=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: class 'dog' has 2 images in {root}/dog; the split needs at least 3 "
+        "(one each for train, validation and test)"
+    ]
+    _, run = only_run(tmp_path)
+    assert run.info.status == "FAILED" and "class 'dog'" in run.data.tags["error"]
+
+
+def test_unknown_option_lists_the_available_ones(tmp_path):
+    result = run_cli("model=resnet99", tmp=tmp_path)
+    assert result.returncode != 0
+    assert "resnet18" in result.stderr and "resnet50" in result.stderr
+
+
+def test_unreachable_tracking_server_stops_before_any_work(tmp_path):
+    result = run_cli("tracking.uri=http://127.0.0.1:9", tmp=tmp_path, timeout=60)
+    assert result.returncode == 1
+    assert "cannot be reached" in result.stderr and not (tmp_path / "data").exists()
