@@ -7,6 +7,7 @@ returns the objective (validation class-averaged accuracy) for sweepers to maxim
 
 import logging
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -36,7 +37,7 @@ from src.tracking import mlflow_run
 from src.tracking.pyfunc_model import encode_jpeg, log_model
 
 log = logging.getLogger("imgsweep")
-OBJECTIVE = "val/class_avg_accuracy"
+NUMERIC_GROUPS = ("resolution",)  # config groups whose options are named by numbers
 SPLITS = ("train", "val", "test")
 
 
@@ -139,9 +140,8 @@ def pipeline(cfg: DictConfig) -> float:
         example = encode_jpeg(load_pixels(files["test"][0].path.read_bytes(), size, preprocessing))
         log_model(spec, example)
         mlflow.log_artifacts(str(out))
-        objective = reports["val"]["class_avg_accuracy"]
-        print_summary(cfg, weights, reports, fit, uri, run.info.experiment_id, run.info.run_id)
-    return objective
+    print_summary(cfg, weights, reports, fit, uri, run.info.experiment_id, run.info.run_id)
+    return reports["val"]["class_avg_accuracy"]
 
 
 def dataset_root(dataset: DictConfig) -> Path:
@@ -232,5 +232,24 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
+def prepare_overrides(args: list[str]) -> list[str]:
+    """Make two natural command lines valid Hydra overrides:
+    - `resolution=448`: Hydra parses 448 as a number, and a group option must be a name, so
+      numeric choices are quoted (`resolution='448'`, lists like `resolution=224,448` too);
+    - `dataset.root=~/pics`: the shell does not expand `~` after `key=`, and Hydra's grammar
+      rejects it, so a leading `~` in a value is expanded here."""
+    numeric = re.compile(rf"^([+~]?(?:{'|'.join(NUMERIC_GROUPS)}))=(\d+(?:,\d+)*)$")
+    home = re.compile(r"^([+]{0,2}[\w.]+)=(~[^,]*)$")
+    prepared = []
+    for arg in args:
+        if match := numeric.match(arg):
+            arg = f"{match.group(1)}=" + ",".join(f"'{n}'" for n in match.group(2).split(","))
+        elif match := home.match(arg):
+            arg = f"{match.group(1)}={os.path.expanduser(match.group(2))}"
+        prepared.append(arg)
+    return prepared
+
+
 if __name__ == "__main__":
+    sys.argv[1:] = prepare_overrides(sys.argv[1:])
     main()

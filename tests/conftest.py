@@ -2,8 +2,11 @@
 
 import io
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 import zlib
 from pathlib import Path
 
@@ -54,7 +57,8 @@ def textures(tmp_path_factory) -> Path:
 
 
 def run_cli(*overrides: str, tmp: Path, env: dict | None = None, timeout: int = 300):
-    """`python -m src.run` in a subprocess with FAST settings, data and store under tmp."""
+    """`python -m src.run` in a subprocess with FAST settings, data and store under tmp
+    (a `tracking.uri=...` among the overrides wins over the store under tmp)."""
     own_dataset = any(o.startswith("dataset=") for o in overrides)
     command = [
         sys.executable,
@@ -71,3 +75,52 @@ def run_cli(*overrides: str, tmp: Path, env: dict | None = None, timeout: int = 
     return subprocess.run(
         command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=environment
     )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on a free loopback port (SQLite backend, local artifacts)."""
+    folder = tmp_path_factory.mktemp("server")
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{folder}/db.sqlite",
+        "--artifacts-destination",
+        str(folder / "artifacts"),
+        "--workers",
+        "1",
+    ]
+    log = (folder / "server.log").open("w")
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2):
+                    break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    pytest.fail(
+                        f"mlflow server did not start: {(folder / 'server.log').read_text()}"
+                    )
+                time.sleep(0.5)
+        yield uri
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()

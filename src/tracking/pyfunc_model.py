@@ -12,6 +12,7 @@ logged "from code" (MLflow runs this file to build it), so nothing is pickled.
 import base64
 import binascii
 import io
+import os
 import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -115,6 +116,8 @@ def log_model(spec: dict, example_image: bytes) -> str:
         ),
     )
     example = pd.DataFrame({"image": [base64.b64encode(example_image).decode()]})
+    # MLflow re-reads the model to check the example; its per-file progress bars are noise here
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory() as tmp:
         network = Path(tmp) / "network.pt"
         torch.save(spec, network)

@@ -1,0 +1,57 @@
+"""The configuration contract: the real conf/ composes for every documented choice."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import MissingConfigException
+
+from src.run import prepare_overrides
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def composed(*overrides: str):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose("config", overrides=prepare_overrides(list(overrides)))
+
+
+def test_defaults_are_the_embedded_dataset_resnet18_224px_svm():
+    cfg = composed()
+    assert cfg.dataset.name == "synthetic_textures" and cfg.model.name == "resnet18"
+    assert cfg.resolution.size == 224 and cfg.classifier.name == "svm"
+    assert cfg.tracking.uri == "sqlite:///mlruns/mlflow.db" and cfg.model.weights == "auto"
+    assert cfg.dataset.split.train_ratio == 0.75 and cfg.dataset.split.val_ratio == 0.2
+    assert list(cfg.classifier.C_values) == [0.0001, 0.001, 0.01, 0.1, 1, 10, 100]
+
+
+@pytest.mark.parametrize("size", [112, 224, 448, 896])
+def test_resolution_is_chosen_by_its_number(size):
+    cfg = composed(f"resolution={size}")
+    assert cfg.resolution.size == size and cfg.resolution.featurize_batch_size > 0
+
+
+def test_any_other_resolution_is_a_size_override():
+    assert composed("resolution.size=320").resolution.size == 320
+
+
+@pytest.mark.parametrize("model", ["resnet18", "resnet34", "resnet50"])
+def test_every_model_depth_composes(model):
+    assert composed(f"model={model}").model.name == model
+
+
+def test_folder_dataset_takes_a_root_and_home_is_expanded():
+    cfg = composed("dataset=folder", "dataset.root=~/pics")
+    assert cfg.dataset.root == str(Path.home() / "pics") and cfg.dataset.split.by == "filename"
+
+
+def test_unknown_option_names_the_available_ones():
+    with pytest.raises(MissingConfigException, match="resnet50"):
+        composed("model=resnet99")
+
+
+def test_overrides_are_made_valid_for_hydra():
+    assert prepare_overrides(["resolution=224,448", "resolution.size=5"]) == [
+        "resolution='224','448'",
+        "resolution.size=5",
+    ]
