@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from src.data.images import ImageError
+from src.data.presets import augment
 
 
 class ImageDataset(Dataset):
@@ -41,6 +42,61 @@ class ImageDataset(Dataset):
         return torch.from_numpy(pixels), label, index
 
 
+class EpochSampler(Sampler):
+    """The training images of one epoch, in a random order fixed by (seed, epoch).
+
+    `balance`: smaller classes are oversampled (drawn again) up to the size of the largest.
+    `max_images`: at most this many images per epoch (the original's rf_maxTrainImages).
+    Call `set_epoch` before each epoch; a resumed run then sees the same order as an
+    uninterrupted one."""
+
+    def __init__(self, labels, balance: bool, max_images: int | None, seed: int):
+        self.labels, self.balance, self.max_images = np.asarray(labels), balance, max_images
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def indices(self) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if self.balance:
+            classes = np.unique(self.labels)
+            largest = max(np.sum(self.labels == c) for c in classes)
+            chosen = []
+            for c in classes:
+                members = np.flatnonzero(self.labels == c)
+                extra = rng.choice(members, largest - len(members), replace=True)
+                chosen.append(np.concatenate([members, extra]))
+            pool = np.concatenate(chosen)
+        else:
+            pool = np.arange(len(self.labels))
+        order = rng.permutation(pool)
+        return order[: self.max_images] if self.max_images else order
+
+    def __iter__(self):
+        return iter(self.indices().tolist())
+
+    def __len__(self) -> int:
+        return len(self.indices())
+
+
+def augmented(data: bytes, size: int, crop: float, jitter: float, hflip: bool) -> np.ndarray:
+    """`augment` with this process's random generator (seeded per worker and epoch)."""
+    return augment(data, size, process_rng(), crop=crop, jitter=jitter, hflip=hflip)
+
+
+_rng = {"seed": None, "generator": None}
+
+
+def process_rng() -> np.random.Generator:
+    """A generator following torch's seed of this process: in a loader worker that is the
+    loader's per-worker seed, in the main process the last `torch.manual_seed`."""
+    seed = torch.initial_seed()
+    if _rng["seed"] != seed:
+        _rng.update(seed=seed, generator=np.random.default_rng(seed % 2**63))
+    return _rng["generator"]
+
+
 def make_loader(
     dataset: Dataset,
     batch_size: int,
@@ -65,6 +121,6 @@ def make_loader(
 
 
 def _seed_worker(worker_id: int) -> None:
-    # Each worker's numpy generator follows torch's per-worker seed: augmentation is
-    # reproducible and differs between workers.
+    # Each worker's generators follow torch's per-worker seed: augmentation is reproducible
+    # and differs between workers.
     np.random.seed(torch.initial_seed() % 2**32)

@@ -64,3 +64,36 @@ def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     shrinking = width * height < image.shape[0] * image.shape[1]
     interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
     return cv2.resize(image, (width, height), interpolation=interpolation)
+
+
+def augment(
+    data: bytes,
+    size: int,
+    rng: np.random.Generator,
+    crop: float = 0.9,
+    jitter: float = 0.2,
+    hflip: bool = False,
+) -> np.ndarray:
+    """Training pixels, as the original workflow made them: letterbox to twice the size, cut
+    a random square of `crop` times its side, resize to `size`, then jitter brightness,
+    contrast and saturation by up to ±`jitter` (and mirror, if `hflip`)."""
+    boxed = letterbox(decode_image(data, at_least=2 * size), 2 * size)
+    side = max(1, round(crop * 2 * size))
+    top, left = rng.integers(0, 2 * size - side + 1, size=2)
+    pixels = _resize(boxed[top : top + side, left : left + side], size, size)
+    if jitter > 0:
+        pixels = colour_jitter(pixels, rng, jitter)
+    if hflip and rng.random() < 0.5:
+        pixels = np.ascontiguousarray(pixels[:, ::-1])
+    return pixels
+
+
+def colour_jitter(pixels: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:
+    """Brightness, contrast and saturation each scaled by a factor in [1-amount, 1+amount]."""
+    brightness, contrast, saturation = rng.uniform(1 - amount, 1 + amount, size=3)
+    image = pixels.astype(np.float32) * brightness
+    grey = image @ np.array([0.299, 0.587, 0.114], np.float32)
+    image = (image - grey.mean()) * contrast + grey.mean()
+    grey = (image @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+    image = (image - grey) * saturation + grey
+    return np.clip(image, 0, 255).astype(np.uint8)

@@ -73,3 +73,18 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def training_curve_figure(history: list[dict[str, float]], path: Path) -> Path:
+    """Error and loss per epoch, training vs validation (the original's training plot)."""
+    epochs = list(range(len(history)))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for split, style in (("train", "-o"), ("val", "-s")):
+        left.plot(epochs, [1 - h[f"{split}/accuracy"] for h in history], style, label=split)
+        right.plot(epochs, [h[f"{split}/loss"] for h in history], style, label=split)
+    left.set(xlabel="epoch", ylabel="error (1 - accuracy)", ylim=(0, 1), title="error")
+    right.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    for ax in (left, right):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    return _save(fig, path)

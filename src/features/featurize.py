@@ -48,9 +48,13 @@ def prepare_for_inference(model: nn.Module, device: torch.device) -> nn.Module:
     return model.to(memory_format=torch.channels_last)
 
 
-def autocast(device: torch.device, enabled: bool = True):
-    """Mixed precision where it pays: bf16 on GPUs that have it, else fp16; off on the CPU."""
+def amp_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | None:
+    """Mixed precision where it pays: bf16 on GPUs that have it, else fp16; none on the CPU."""
     if device.type != "cuda" or not enabled:
-        return torch.autocast(device.type, enabled=False)
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    dtype = amp_dtype(device, enabled)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)

@@ -94,11 +94,25 @@ def tracked_run(
             raise
 
 
-def log_config(config: dict, yaml_text: str) -> None:
-    """The resolved config as flattened dotted params, and as `config.yaml`."""
-    params = {key: _param_value(value) for key, value in flatten(config).items()}
-    mlflow.log_params(params)
-    mlflow.log_text(yaml_text, "config.yaml")
+def log_config(config: dict, yaml_text: str, name: str = "config.yaml") -> None:
+    """The resolved config as flattened dotted params, and as a YAML artifact."""
+    log_params_once({key: _param_value(value) for key, value in flatten(config).items()})
+    mlflow.log_text(yaml_text, name)
+
+
+def log_params_once(params: dict) -> None:
+    """Log the params the active run does not have yet. A resumed run keeps its first
+    values (MLflow refuses to change a param); a differing new value becomes a
+    `resumed.<key>` tag instead."""
+    existing = mlflow.get_run(mlflow.active_run().info.run_id).data.params
+    new = {k: v for k, v in params.items() if k not in existing}
+    changed = {
+        f"resumed.{k}": str(v) for k, v in params.items() if k in existing and str(v) != existing[k]
+    }
+    if new:
+        mlflow.log_params(new)
+    if changed:
+        mlflow.set_tags(changed)
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -110,6 +124,14 @@ def flatten(tree: dict, prefix: str = "") -> dict:
         else:
             flat[name] = value
     return flat
+
+
+def find_run(uri: str, run_id: str):
+    """The run with this id, or a clear error."""
+    try:
+        return MlflowClient(uri).get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        raise UserError(f"resume={run_id}: no such run in the tracking store {uri}") from None
 
 
 def git_commit(folder: Path) -> str | None:

@@ -136,3 +136,13 @@ def test_load_pixels_is_the_same_for_the_same_bytes():
     data = image_bytes(size=(300, 200))
     assert np.array_equal(load_pixels(data, 64), load_pixels(data, 64))
     assert load_pixels(data, 64, "center_crop").shape == (64, 64, 3)
+
+
+def test_training_augmentation_is_random_but_reproducible():
+    from src.data.presets import augment
+
+    data = image_bytes(size=(120, 90))
+    first = augment(data, 32, np.random.default_rng(0))
+    assert first.shape == (32, 32, 3) and first.dtype == np.uint8
+    assert np.array_equal(first, augment(data, 32, np.random.default_rng(0)))
+    assert not np.array_equal(first, augment(data, 32, np.random.default_rng(1)))

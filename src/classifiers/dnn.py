@@ -1,0 +1,250 @@
+"""Refining the whole network (the original workflow's Part 2): SGD on a new head.
+
+`refine` is the training loop: one epoch of augmented training, then validation with the
+plain letterbox, then a checkpoint, then the callbacks. The weights of the best epoch (by
+validation class-averaged accuracy) are the ones it leaves in the model.
+"""
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from src.classifiers.callbacks import (
+    MONITOR,
+    Callback,
+    best_epoch,
+    callback_name,
+    should_stop_early,
+)
+from src.classifiers.checkpoint import restore_rng_state, save_checkpoint
+from src.classifiers.network import ImageClassifier
+from src.data.loader import EpochSampler, ImageDataset, augmented, make_loader
+from src.data.presets import load_pixels
+from src.errors import UserError
+from src.evaluation.metrics import class_avg_accuracy
+from src.features.featurize import amp_dtype, autocast, featurize
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Refinement:
+    """How to train; see conf/classifier/dnn.yaml for what each value means."""
+
+    epochs: int = 15
+    lr: float = 0.005
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 16
+    schedule: str = "cosine"  # step | cosine | onecycle
+    milestones: list[int] = field(default_factory=lambda: [20, 40])
+    patience: int = 5
+    freeze_backbone: bool = False
+    balance_classes: bool = False
+    max_train_images: int | None = None
+    augment: bool = True
+    crop: float = 0.9
+    jitter: float = 0.2
+    hflip: bool = False
+    amp: bool = True
+    compile: bool = False
+
+
+@dataclass
+class Refined:
+    history: list[dict[str, float]]  # one dict of metrics per epoch run, resumed ones included
+    best_epoch: int
+    stopped_by: str | None  # "early_stopping", a callback's name, or None (ran all epochs)
+
+
+def refine(
+    model: ImageClassifier,
+    train: tuple[list[Path], np.ndarray],
+    val: tuple[list[Path], np.ndarray],
+    settings: Refinement,
+    size: int,
+    preprocessing: str,
+    device: torch.device,
+    workers: int,
+    seed: int,
+    callbacks: list[Callback] = (),
+    checkpoint: Path | None = None,
+    resume: dict | None = None,
+) -> Refined:
+    """Train `model` in place; it ends holding the best epoch's weights."""
+    train_paths, train_labels = train
+    batch_size = _clamp_batch_size(settings.batch_size, len(train_paths))
+    model = model.to(device).to(memory_format=torch.channels_last)
+    if settings.freeze_backbone:
+        for parameter in model.featurizer.parameters():
+            parameter.requires_grad_(False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(
+        trainable, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+    )
+    sampler = EpochSampler(train_labels, settings.balance_classes, settings.max_train_images, seed)
+    steps_per_epoch = math.ceil(len(sampler) / batch_size)
+    scheduler = make_scheduler(optimizer, settings, steps_per_epoch)
+    half = autocast(device, settings.amp)
+    # fp16 needs its gradients scaled to stay representable; bf16 and fp32 do not
+    scaler = torch.amp.GradScaler(enabled=amp_dtype(device, settings.amp) == torch.float16)
+    step = torch.compile(model) if settings.compile else model
+
+    history, best_state, start = [], None, 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        scaler.load_state_dict(resume["scaler"])
+        restore_rng_state(resume["rng"])
+        history, best_state, start = resume["history"], resume["best_model"], resume["epoch"] + 1
+
+    transform = (
+        partial(
+            augmented, size=size, crop=settings.crop, jitter=settings.jitter, hflip=settings.hflip
+        )
+        if settings.augment
+        else partial(load_pixels, size=size, mode=preprocessing)
+    )
+    dataset = ImageDataset(train_paths, list(train_labels), transform, size)
+    stopped_by = None
+    for epoch in range(start, settings.epochs):
+        torch.manual_seed(seed * 1_000_003 + epoch)  # dropout and workers: fixed per epoch
+        sampler.set_epoch(epoch)
+        loader = make_loader(
+            dataset, batch_size, workers, device, sampler=sampler, seed=seed * 1_000_003 + epoch
+        )
+        started = time.perf_counter()
+        train_metrics = train_one_epoch(
+            step, loader, optimizer, scheduler, scaler, half, device, settings, epoch
+        )
+        val_metrics = validate(model, val, size, preprocessing, batch_size, workers, device)
+        seconds = time.perf_counter() - started
+        metrics = {
+            **train_metrics,
+            **val_metrics,
+            "lr": optimizer.param_groups[0]["lr"],
+            "time/epoch_seconds": seconds,
+            "time/train_images_per_second": train_metrics.pop("images") / seconds,
+        }
+        history.append(metrics)
+        log.info(
+            f"epoch {epoch}: train loss {metrics['train/loss']:.3f}, accuracy "
+            f"{metrics['train/accuracy']:.3f} | val accuracy {metrics['val/accuracy']:.3f}, "
+            f"class-avg {metrics[MONITOR]:.3f} | {seconds:.1f} s, "
+            f"{metrics['time/train_images_per_second']:.0f} img/s"
+        )
+        if best_epoch(history) == epoch:
+            best_state = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
+        if checkpoint is not None:
+            save_checkpoint(
+                checkpoint,
+                {
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "history": history,
+                    "best_model": best_state,
+                },
+            )
+        for callback in callbacks:
+            if callback(epoch, metrics):
+                stopped_by = stopped_by or callback_name(callback)
+        if stopped_by is None and should_stop_early(history, settings.patience):
+            stopped_by = "early_stopping"
+        if stopped_by:
+            log.info(f"stopped after epoch {epoch} ({stopped_by})")
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return Refined(history, best_epoch(history) if history else -1, stopped_by)
+
+
+def train_one_epoch(model, loader, optimizer, scheduler, scaler, half, device, settings, epoch):
+    model.train()
+    if settings.freeze_backbone:
+        model.featurizer.eval()  # frozen batch-norm statistics stay as they were
+    total_loss, correct, seen = 0.0, 0, 0
+    progress = tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False)
+    for pixels, labels, index in progress:
+        keep = index >= 0  # drop images that failed to decode
+        pixels = pixels[keep].to(device, non_blocking=True)
+        labels = labels[keep].to(device, non_blocking=True)
+        if len(labels) == 0:
+            continue
+        with half:
+            logits = model(pixels)
+            loss = F.cross_entropy(logits.float(), labels)
+        if not torch.isfinite(loss):
+            raise UserError(
+                f"the training loss became {loss.item()} in epoch {epoch} at learning rate "
+                f"{optimizer.param_groups[0]['lr']:g}; lower classifier.lr"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        total_loss += loss.item() * len(labels)
+        correct += (logits.argmax(1) == labels).sum().item()
+        seen += len(labels)
+        progress.set_postfix(loss=f"{total_loss / seen:.3f}")
+    return {
+        "train/loss": total_loss / max(seen, 1),
+        "train/accuracy": correct / max(seen, 1),
+        "images": seen,
+    }
+
+
+def validate(model, val, size, preprocessing, batch_size, workers, device) -> dict[str, float]:
+    paths, labels = val
+    logits = featurize(
+        model, paths, size, preprocessing, batch_size, workers, device, desc="validating"
+    )
+    loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
+    predicted = logits.argmax(1)
+    return {
+        "val/loss": loss,
+        "val/accuracy": float(np.mean(predicted == labels)),
+        MONITOR: class_avg_accuracy(labels, predicted, logits.shape[1]),
+    }
+
+
+def make_scheduler(optimizer, settings: Refinement, steps_per_epoch: int):
+    """Per-step learning rate. `step`: the original's (lr, then lr/10 from the first
+    milestone epoch, lr/100 from the second); `cosine`: cosine decay to zero over all
+    epochs; `onecycle`: warm-up then annealing (torch's OneCycleLR)."""
+    total = max(1, settings.epochs * steps_per_epoch)
+    if settings.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.lr, total_steps=total)
+    if settings.schedule == "cosine":
+        factor = lambda i: 0.5 * (1 + math.cos(math.pi * min(i, total) / total))  # noqa: E731
+    elif settings.schedule == "step":
+        milestones = sorted(settings.milestones)
+        factor = lambda i: 0.1 ** sum(i // steps_per_epoch >= m for m in milestones)  # noqa: E731
+    else:
+        raise UserError(
+            f"classifier.schedule={settings.schedule!r}; expected step, cosine or onecycle"
+        )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _clamp_batch_size(batch_size: int, train_images: int) -> int:
+    if batch_size > train_images:
+        log.warning(
+            f"classifier.batch_size={batch_size} is larger than the {train_images} training "
+            f"images; using {train_images}"
+        )
+        return train_images
+    return batch_size

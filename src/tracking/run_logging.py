@@ -1,0 +1,71 @@
+"""What a run records about its data, its classifier and its evaluation (params, metrics,
+artifacts), written into `out` (a folder uploaded at the end) or logged at once."""
+
+import logging
+from pathlib import Path
+
+import mlflow
+
+from src.data.prepare import PreparedData
+from src.data.split import write_split_csv
+from src.evaluation.metrics import flat_metrics
+from src.evaluation.plots import c_selection_figure, confusion_figure, roc_figure
+from src.tracking.mlflow_run import log_params_once
+
+log = logging.getLogger("imgsweep")
+
+
+def log_data(data: PreparedData, out: Path) -> None:
+    counts = data.counts()
+    log.info(
+        f"dataset {data.root}: {len(data.classes)} classes, "
+        + ", ".join(f"{n} {s}" for s, n in counts.items())
+        + (f", {len(data.skipped)} skipped" if data.skipped else "")
+    )
+    log_params_once(
+        {
+            "data.fingerprint": data.fingerprint,
+            "data.root": str(data.root),
+            "data.classes": ",".join(data.classes),
+        }
+    )
+    mlflow.log_metrics(
+        {
+            "data/skipped_files": len(data.skipped),
+            **{f"data/{s}_images": n for s, n in counts.items()},
+        }
+    )
+    (out / "data").mkdir(exist_ok=True)
+    labels = {f.relpath: f.label for f in data.files}
+    write_split_csv(out / "data" / "split.csv", data.split, labels)
+    skipped = "path\treason\n" + "".join(f"{p}\t{r}\n" for p, r in data.skipped)
+    (out / "data" / "skipped_files.tsv").write_text(skipped, encoding="utf-8")
+
+
+def log_svm_selection(C_values: list[float], fit, out: Path) -> None:
+    for step, score in enumerate(fit.val_scores):
+        mlflow.log_metric("val/svm_C_class_avg_accuracy", score, step=step)
+    log_params_once({"classifier.chosen_C": fit.C, "classifier.temperature": fit.temperature})
+    (out / "classifier").mkdir(exist_ok=True)
+    c_selection_figure(C_values, fit.val_scores, fit.C, out / "classifier" / "svm_C_selection.png")
+
+
+def log_evaluation(
+    reports: dict, classes: list[str], out: Path, per_epoch: frozenset[str] = frozenset()
+) -> None:
+    """The final model's metrics on each split. A name that a refinement already logs per
+    epoch (`val/accuracy`, ...) is logged as `<split>/eval_<name>` instead, so each epoch
+    keeps exactly one value per step."""
+    for split, report in reports.items():
+        metrics = flat_metrics(report, split)
+        mlflow.log_metrics(
+            {
+                (
+                    name.replace(f"{split}/", f"{split}/eval_", 1) if name in per_epoch else name
+                ): value
+                for name, value in metrics.items()
+            }
+        )
+    (out / "evaluation").mkdir(exist_ok=True)
+    roc_figure(reports["test"], out / "evaluation" / "roc_test.png")
+    confusion_figure(reports["test"], classes, out / "evaluation" / "confusion_test.png")

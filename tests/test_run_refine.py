@@ -1,0 +1,153 @@
+"""End to end: refinement runs (`classifier=dnn`, `svm_dnn_refined`), epoch by epoch, resumable."""
+
+import base64
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import image_bytes, run_cli
+
+# 64 px: at 32 px a ResNet's last feature map is 1x1 and batch-norm training is erratic.
+# The step schedule keeps the learning rate independent of the number of epochs, so a run
+# resumed with more epochs can be compared to a straight one.
+REFINE = [
+    "classifier=dnn",
+    "resolution.size=64",
+    "classifier.batch_size=8",
+    "classifier.lr=0.01",
+    "classifier.schedule=step",
+    "classifier.patience=0",
+    "classifier.augment=false",
+]
+EPOCH_METRICS = [
+    "train/loss",
+    "train/accuracy",
+    "val/loss",
+    "val/accuracy",
+    "val/class_avg_accuracy",
+    "lr",
+    "time/epoch_seconds",
+    "time/train_images_per_second",
+]
+
+
+def runs_of(tmp):
+    client = MlflowClient(f"sqlite:///{tmp}/mlruns/mlflow.db")
+    return client, client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        order_by=["attributes.start_time ASC"],
+    )
+
+
+def steps(client, run_id, metric) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, metric))
+
+
+def final_weights(run) -> dict:
+    return torch.load(run.data.tags["checkpoint"], weights_only=False)["model"]
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    """Two epochs, then the same run resumed to four; and a straight four-epoch run."""
+    tmp = tmp_path_factory.mktemp("resume")
+    first = run_cli(*REFINE, "classifier.epochs=2", tmp=tmp)
+    assert first.returncode == 0, first.stderr[-3000:]
+    client, (run,) = runs_of(tmp)
+    again = run_cli(*REFINE, "classifier.epochs=4", f"resume={run.info.run_id}", tmp=tmp)
+    assert again.returncode == 0, again.stderr[-3000:]
+    straight_tmp = tmp_path_factory.mktemp("straight")
+    straight = run_cli(*REFINE, "classifier.epochs=4", tmp=straight_tmp)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    return tmp, run.info.run_id, straight_tmp, again
+
+
+def test_every_epoch_is_logged_once_with_its_step(resumed):
+    tmp, run_id, _, _ = resumed
+    client, runs = runs_of(tmp)
+    assert [r.info.run_id for r in runs] == [run_id]  # the resume continued the same run
+    for metric in EPOCH_METRICS:
+        assert steps(client, run_id, metric) == [0, 1, 2, 3], metric
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert (
+        run.data.metrics["refine/epochs_run"] == 4 and "test/class_avg_accuracy" in run.data.metrics
+    )
+    assert run.data.tags["resumed.classifier.epochs"] == "4"
+    artifacts = {a.path for a in client.list_artifacts(run_id, "evaluation")}
+    assert {"evaluation/training_curve.png", "evaluation/roc_test.png"} <= artifacts
+
+
+def test_resumed_training_ends_where_a_straight_run_ends(resumed):
+    tmp, run_id, straight_tmp, again = resumed
+    assert "resuming run" in again.stdout and "after epoch 1" in again.stdout
+    _, (resumed_run,) = runs_of(tmp)
+    _, (straight_run,) = runs_of(straight_tmp)
+    a, b = final_weights(resumed_run), final_weights(straight_run)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
+
+
+def test_refined_model_predicts_softmax_scores_in_a_fresh_process(resumed, tmp_path):
+    tmp, run_id, _, _ = resumed
+    image = base64.b64encode(image_bytes(size=(90, 70))).decode()
+    script = f"""
+import json, mlflow, pandas as pd
+mlflow.set_tracking_uri("sqlite:///{tmp}/mlruns/mlflow.db")
+model = mlflow.pyfunc.load_model("runs:/{run_id}/model")
+out = model.predict(pd.DataFrame({{"image": ["{image}"]}}))
+print(json.dumps(out.to_dict("records")))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (row,) = json.loads(result.stdout.strip().splitlines()[-1])
+    assert row["label"] in ("dotted", "leopard", "striped")
+    assert sum(row[c] for c in ("dotted", "leopard", "striped")) == pytest.approx(1, abs=1e-5)
+
+
+def test_resume_of_an_unknown_run_is_refused(resumed):
+    tmp, _, _, _ = resumed
+    result = run_cli(*REFINE, "resume=0123456789abcdef", tmp=tmp)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"error: resume=0123456789abcdef: no such run in the tracking store "
+        f"sqlite:///{tmp}/mlruns/mlflow.db"
+    )
+
+
+def test_resume_with_another_model_is_refused_and_leaves_the_run_as_it_was(resumed):
+    tmp, run_id, _, _ = resumed
+    result = run_cli(*REFINE, "model=resnet34", f"resume={run_id}", tmp=tmp)
+    assert result.returncode == 1
+    assert "the run differs: model.name: the run has 'resnet18', this command 'resnet34'" in (
+        result.stderr
+    )
+    client, (run,) = runs_of(tmp)
+    assert run.info.status == "FINISHED"
+
+
+def test_svm_on_the_refined_network_end_to_end(tmp_path):
+    result = run_cli("classifier=svm_dnn_refined", *REFINE[1:], "classifier.epochs=1", tmp=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, (run,) = runs_of(tmp_path)
+    assert run.info.status == "FINISHED" and run.data.tags["classifier"] == "svm_dnn_refined"
+    assert steps(client, run.info.run_id, "val/class_avg_accuracy") == [0]
+    assert len(steps(client, run.info.run_id, "val/svm_C_class_avg_accuracy")) == 7
+    assert "classifier.chosen_C" in run.data.params and "SVM C =" in result.stdout
+
+
+def test_a_learning_rate_that_diverges_fails_the_run_with_one_line(tmp_path):
+    result = run_cli(*REFINE, "classifier.lr=1e12", "classifier.epochs=2", tmp=tmp_path)
+    assert result.returncode == 1
+    line = result.stderr.strip().splitlines()[-1]  # after the progress bars
+    assert line.startswith("error: the training loss became") and "lower classifier.lr" in line
+    assert "Traceback" not in result.stderr
+    _, (run,) = runs_of(tmp_path)
+    assert run.info.status == "FAILED"
