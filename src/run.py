@@ -7,7 +7,6 @@ returns the objective (validation class-averaged accuracy) for sweepers to maxim
 
 import logging
 import os
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import hydra
 import mlflow
 import numpy as np
+import optuna
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -22,9 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.classifiers.callbacks import EPOCH_METRICS
 from src.classifiers.checkpoint import load_checkpoint
-from src.classifiers.dnn import Refinement, refine
-from src.classifiers.network import ImageClassifier, make_head, make_spec
-from src.classifiers.svm import fit_svm_classifier
+from src.classifiers.dnn import Refinement
+from src.classifiers.modes import SPLITS, Fitted, Job, fit_dnn, fit_svm, fit_svm_dnn_refined
+from src.classifiers.network import make_spec
 from src.data.prepare import PreparedData, prepare_dataset
 from src.data.presets import load_pixels
 from src.data.synthetic import ensure_synthetic_textures
@@ -34,14 +34,15 @@ from src.evaluation.metrics import evaluate
 from src.features.backbone import build_featurizer, feature_size
 from src.features.cache import cached_features
 from src.features.featurize import featurize
+from src.overrides import prepare_overrides
 from src.tracking import mlflow_run
 from src.tracking.epochs import EpochLogger
+from src.tracking.parent_runs import find_or_create_parent
 from src.tracking.pyfunc_model import encode_jpeg, log_model
 from src.tracking.run_logging import log_data, log_evaluation, log_svm_selection
+from src.tuning.trial_link import TrialLink
 
 log = logging.getLogger("imgsweep")
-NUMERIC_GROUPS = ("resolution",)  # config groups whose options are named by numbers
-SPLITS = ("train", "val", "test")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -49,7 +50,7 @@ def main(cfg: DictConfig) -> float:
     try:
         return pipeline(cfg)
     except UserError as error:
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        if multirun():
             raise  # the sweeper records the failed trial and goes on
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
@@ -68,159 +69,80 @@ def pipeline(cfg: DictConfig) -> float:
     torch.manual_seed(cfg.seed)
     root = dataset_root(cfg.dataset)
     experiment = cfg.tracking.experiment or cfg.dataset.name or root.name
-    size = int(cfg.resolution.size)
-    run_name = cfg.tracking.run_name or f"{cfg.classifier.name}-{cfg.model.name}-{size}px"
-    tags = {"classifier": cfg.classifier.name, "model": cfg.model.name, "dataset": experiment}
-    if commit := mlflow_run.git_commit(Path(__file__).parent):
-        tags["git_commit"] = commit
-
+    experiment_id = mlflow_run.experiment_id(uri, experiment)
+    tags = run_tags(cfg, uri, experiment, experiment_id)
+    run_name = cfg.tracking.run_name or (
+        f"{cfg.classifier.name}-{cfg.model.name}-{cfg.resolution.size}px"
+        + (f"-trial{cfg.trial.number}" if cfg.trial.study else "")
+    )
     # A resume is checked in full before its run is reopened: a refusal changes nothing.
     data = prepare(cfg, root, workers) if cfg.resume else None
     resume = resume_state(cfg, uri, data) if cfg.resume else None
-    experiment_id = mlflow_run.experiment_id(uri, experiment)
-    with (
-        mlflow_run.tracked_run(experiment_id, run_name, tags, run_id=cfg.resume) as run,
-        tempfile.TemporaryDirectory() as tmp,
-    ):
-        out = Path(tmp)
-        config = OmegaConf.to_container(cfg, resolve=True)
-        name = f"config_resumed_at_epoch_{resume['epoch'] + 1}.yaml" if resume else "config.yaml"
-        mlflow_run.log_config(config, OmegaConf.to_yaml(config), name)
-        data = data or prepare(cfg, root, workers)
-        log_data(data, out)
-        featurizer, weights = build_featurizer(cfg.model.name, cfg.model.weights)
-        mlflow.set_tag("pretrained", str(weights.pretrained).lower())
-        mlflow_run.log_params_once({"model.weights_identity": weights.identity})
-
-        files = {s: data.subset(s) for s in SPLITS}
-        labels = {s: data.labels(files[s]) for s in SPLITS}
-        fit_mode = CLASSIFIER_MODES[cfg.classifier.name]
-        model, head, logits, svm = fit_mode(
-            cfg, data, files, labels, featurizer, weights, device, workers, run.info.run_id, resume
-        )
-        if svm is not None:
-            log_svm_selection(list(cfg.classifier.C_values), svm, out)
-
-        reports = {s: evaluate(labels[s], softmax(logits[s]), data.classes) for s in SPLITS}
-        per_epoch = frozenset(EPOCH_METRICS) if cfg.classifier.name != "svm" else frozenset()
-        log_evaluation(reports, data.classes, out, per_epoch)
-        preprocessing = cfg.resolution.preprocessing
-        spec = make_spec(
-            model.cpu(),
-            cfg.model.name,
-            head,
-            data.classes,
-            size,
-            preprocessing,
-            cfg.classifier.get("dropout", 0.0),
-        )
-        example = encode_jpeg(load_pixels(files["test"][0].path.read_bytes(), size, preprocessing))
-        log_model(spec, example)
-        mlflow.log_artifacts(str(out))
-    print_summary(cfg, weights, reports, svm, uri, run.info.experiment_id, run.info.run_id)
+    link = trial_link(cfg)
+    try:
+        with (
+            mlflow_run.tracked_run(experiment_id, run_name, tags, run_id=cfg.resume) as run,
+            tempfile.TemporaryDirectory() as tmp,
+        ):
+            out = Path(tmp)
+            if link:
+                link.record_run(run.info.run_id)
+            config = OmegaConf.to_container(cfg, resolve=True)
+            name = (
+                f"config_resumed_at_epoch_{resume['epoch'] + 1}.yaml" if resume else "config.yaml"
+            )
+            mlflow_run.log_config(config, OmegaConf.to_yaml(config), name)
+            data = data or prepare(cfg, root, workers)
+            log_data(data, out)
+            featurizer, weights = build_featurizer(cfg.model.name, cfg.model.weights)
+            mlflow.set_tag("pretrained", str(weights.pretrained).lower())
+            mlflow_run.log_params_once({"model.weights_identity": weights.identity})
+            job = make_job(cfg, data, device, workers)
+            fitted = fit(cfg, job, featurizer, weights, run.info.run_id, resume, link)
+            if link and link.pruned_at is not None:
+                mlflow.set_tags({"optuna.state": "PRUNED", "optuna.pruned": "true"})
+                mlflow.log_artifacts(str(out))
+            else:
+                reports = finish(cfg, job, data, fitted, out)
+    finally:
+        if link:
+            link.close()
+    if link and link.pruned_at is not None:
+        raise optuna.TrialPruned(f"at epoch {link.pruned_at}")
+    print_summary(cfg, weights, reports, fitted, uri, run.info.experiment_id, run.info.run_id)
     return reports["val"]["class_avg_accuracy"]
 
 
-def prepare(cfg: DictConfig, root: Path, workers: int) -> PreparedData:
-    split = cfg.dataset.split
-    return prepare_dataset(
-        root,
-        cfg.seed,
-        cfg.dataset.max_images_per_class,
-        split.train_ratio,
-        split.val_ratio,
-        split.by,
-        split.test_list,
-        Path(cfg.paths.cache_dir) / "image_checks",
-        workers + 1,
-    )
-
-
-def fit_svm(cfg, data, files, labels, featurizer, weights, device, workers, run_id, resume):
-    """Fixed featurizer (cached features) + linear SVM."""
-    size, preprocessing = int(cfg.resolution.size), cfg.resolution.preprocessing
-    featurizer_id = {
-        "arch": cfg.model.name,
-        "weights": weights.identity,
-        "size": size,
-        "preprocessing": preprocessing,
-        # random weights differ per seed (torch.manual_seed above), so do their features
-        "seed": None if weights.pretrained else cfg.seed,
-    }
-    features, hit = cached_features(
-        Path(cfg.paths.cache_dir) / "features",
-        featurizer_id,
-        data.files,
-        lambda: featurize(
-            featurizer,
-            [f.path for f in data.files],
-            size,
-            preprocessing,
-            cfg.resolution.featurize_batch_size,
-            workers,
-            device,
-        ),
-    )
-    if hit:
-        log.info(f"features: found in the cache, featurisation skipped ({len(features)} images)")
-    return svm_on_features(cfg, data, files, labels, featurizer, features)
-
-
-def fit_dnn(cfg, data, files, labels, featurizer, weights, device, workers, run_id, resume):
-    """The whole network refined with a new dropout → linear head."""
-    model = refined_network(cfg, data, files, labels, featurizer, device, workers, run_id, resume)
-    batch = cfg.resolution.featurize_batch_size
-    logits = {
-        s: featurize(
-            model,
-            [f.path for f in files[s]],
-            int(cfg.resolution.size),
-            cfg.resolution.preprocessing,
-            batch,
-            workers,
-            device,
-            desc=f"scoring {s}",
-        )
-        for s in SPLITS
-    }
-    return model, "dnn", logits, None
-
-
-def fit_svm_dnn_refined(
-    cfg, data, files, labels, featurizer, weights, device, workers, run_id, resume
-):
-    """Refine as `dnn`, then the linear SVM on the refined network's features."""
-    model = refined_network(cfg, data, files, labels, featurizer, device, workers, run_id, resume)
-    features = featurize(
-        model.featurizer,
-        [f.path for f in data.files],
-        int(cfg.resolution.size),
-        cfg.resolution.preprocessing,
-        cfg.resolution.featurize_batch_size,
-        workers,
-        device,
-        desc="featurising (refined)",
-    )
-    return svm_on_features(cfg, data, files, labels, model.featurizer, features)
-
-
-def svm_on_features(cfg, data, files, labels, featurizer, features):
-    row = {f.relpath: i for i, f in enumerate(data.files)}
-    by_split = {s: features[[row[f.relpath] for f in files[s]]] for s in SPLITS}
-    model, fit, logits = fit_svm_classifier(
-        featurizer,
-        by_split,
-        labels,
-        len(data.classes),
-        cfg.classifier.C_values,
-        cfg.classifier.l2_normalize,
-        cfg.seed,
-    )
-    return model, "svm", logits, fit
-
-
-def refined_network(cfg, data, files, labels, featurizer, device, workers, run_id, resume):
+def fit(cfg, job: Job, featurizer, weights, run_id: str, resume, link) -> Fitted:
+    """Unpack the classifier's config and run its mode."""
     c = cfg.classifier
+    if c.name == "svm":
+        identity = {  # everything the fixed features depend on
+            "arch": cfg.model.name,
+            "weights": weights.identity,
+            "size": job.size,
+            "preprocessing": job.preprocessing,
+            "seed": None if weights.pretrained else cfg.seed,  # random weights differ per seed
+        }
+        files = [f for s in SPLITS for f in job.files[s]]
+        features, hit = cached_features(
+            Path(cfg.paths.cache_dir) / "features",
+            identity,
+            files,
+            lambda: featurize(
+                featurizer,
+                job.all_paths(),
+                job.size,
+                job.preprocessing,
+                job.batch_size,
+                job.workers,
+                job.device,
+            ),
+        )
+        if hit:
+            log.info(f"features: found in the cache, featurisation skipped ({len(files)} images)")
+        return fit_svm(job, featurizer, features, list(c.C_values), c.l2_normalize)
+
     settings = Refinement(
         epochs=c.epochs,
         lr=c.lr,
@@ -240,35 +162,130 @@ def refined_network(cfg, data, files, labels, featurizer, device, workers, run_i
         amp=c.amp,
         compile=c.compile,
     )
-    head = make_head("dnn", feature_size(cfg.model.name), len(data.classes), c.dropout)
-    model = ImageClassifier(featurizer, head, l2_normalize=False)
     checkpoint = Path(cfg.paths.checkpoint_dir).resolve() / run_id / "last.pt"
     mlflow.set_tag("checkpoint", str(checkpoint))
-    split = {s: ([f.path for f in files[s]], labels[s]) for s in ("train", "val")}
-    callbacks = [EpochLogger(resume["history"] if resume else ())]
-    refined = refine(
-        model,
-        split["train"],
-        split["val"],
+    callbacks = [EpochLogger(resume["history"] if resume else ()), *([link] if link else [])]
+    refine_args = (
+        job,
+        featurizer,
         settings,
-        int(cfg.resolution.size),
-        cfg.resolution.preprocessing,
-        device,
-        workers,
-        cfg.seed,
+        c.dropout,
+        feature_size(cfg.model.name),
         callbacks,
         checkpoint,
         resume,
     )
+    if c.name == "dnn":
+        fitted = fit_dnn(*refine_args)
+    elif c.name == "svm_dnn_refined":
+        fitted = fit_svm_dnn_refined(*refine_args, list(c.C_values), c.l2_normalize)
+    else:
+        raise UserError(f"classifier={c.name} is not one of svm, dnn, svm_dnn_refined")
     mlflow.log_metrics(
-        {"refine/best_epoch": refined.best_epoch, "refine/epochs_run": len(refined.history)}
+        {
+            "refine/best_epoch": fitted.refined.best_epoch,
+            "refine/epochs_run": len(fitted.refined.history),
+        }
     )
-    if refined.stopped_by:
-        mlflow.set_tag("stopped_by", refined.stopped_by)
-    return model
+    if fitted.refined.stopped_by:
+        mlflow.set_tag("stopped_by", fitted.refined.stopped_by)
+    return fitted
 
 
-CLASSIFIER_MODES = {"svm": fit_svm, "dnn": fit_dnn, "svm_dnn_refined": fit_svm_dnn_refined}
+def finish(cfg, job: Job, data: PreparedData, fitted: Fitted, out: Path) -> dict:
+    """Evaluate every split, log the figures and the served model; returns the reports."""
+    if fitted.svm is not None:
+        log_svm_selection(list(cfg.classifier.C_values), fitted.svm, out)
+    reports = {s: evaluate(job.labels[s], softmax(fitted.logits[s]), data.classes) for s in SPLITS}
+    log_evaluation(
+        reports, data.classes, out, frozenset(EPOCH_METRICS) if fitted.refined else frozenset()
+    )
+    spec = make_spec(
+        fitted.model.cpu(),
+        cfg.model.name,
+        fitted.head,
+        data.classes,
+        job.size,
+        job.preprocessing,
+        cfg.classifier.get("dropout", 0.0),
+    )
+    first_test = job.files["test"][0].path.read_bytes()
+    log_model(spec, encode_jpeg(load_pixels(first_test, job.size, job.preprocessing)))
+    mlflow.log_artifacts(str(out))
+    return reports
+
+
+def make_job(cfg, data: PreparedData, device, workers: int) -> Job:
+    files = {s: data.subset(s) for s in SPLITS}
+    return Job(
+        files=files,
+        labels={s: data.labels(files[s]) for s in SPLITS},
+        num_classes=len(data.classes),
+        size=int(cfg.resolution.size),
+        preprocessing=cfg.resolution.preprocessing,
+        batch_size=cfg.resolution.featurize_batch_size,
+        device=device,
+        workers=workers,
+        seed=cfg.seed,
+    )
+
+
+def prepare(cfg: DictConfig, root: Path, workers: int) -> PreparedData:
+    split = cfg.dataset.split
+    return prepare_dataset(
+        root,
+        cfg.seed,
+        cfg.dataset.max_images_per_class,
+        split.train_ratio,
+        split.val_ratio,
+        split.by,
+        split.test_list,
+        Path(cfg.paths.cache_dir) / "image_checks",
+        workers + 1,
+    )
+
+
+def run_tags(cfg: DictConfig, uri: str, experiment: str, experiment_id: str) -> dict:
+    """Tags of the run, and its parent when it is one job of a sweep."""
+    tags = {"classifier": cfg.classifier.name, "model": cfg.model.name, "dataset": experiment}
+    if commit := mlflow_run.git_commit(Path(__file__).parent):
+        tags["git_commit"] = commit
+    if cfg.trial.study:  # a trial of the Optuna sweeper
+        tags.update(
+            {
+                "mlflow.parentRunId": cfg.trial.parent_run_id,
+                "optuna.study": cfg.trial.study,
+                "optuna.trial": str(cfg.trial.number),
+                "sweep.name": cfg.trial.study,
+            }
+        )
+    elif multirun():  # a job of a plain Hydra grid (-m key=a,b): grouped by its sweep folder
+        folder = str(Path(HydraConfig.get().sweep.dir).resolve())
+        parent = find_or_create_parent(
+            uri,
+            experiment_id,
+            f"grid:{folder}",
+            f"grid {Path(folder).name}",
+            {"sweep.kind": "grid"},
+        )
+        tags.update({"mlflow.parentRunId": parent, "sweep.name": Path(folder).name})
+    return tags
+
+
+def trial_link(cfg: DictConfig) -> TrialLink | None:
+    """This job's Optuna trial, when the sweeper launched it."""
+    if not cfg.trial.study:
+        return None
+    sweeper = HydraConfig.get().sweeper if HydraConfig.initialized() else {}
+    pruner = OmegaConf.to_container(sweeper.pruner) if "pruner" in sweeper else None
+    return TrialLink(
+        cfg.trial.study,
+        cfg.trial.storage,
+        int(cfg.trial.number),
+        pruner,
+        sweeper.get("heartbeat_interval", 10),
+        sweeper.get("grace_period", 60),
+    )
 
 
 def resume_state(cfg: DictConfig, uri: str, data: PreparedData) -> dict:
@@ -315,7 +332,7 @@ def dataset_root(dataset: DictConfig) -> Path:
     return root
 
 
-def print_summary(cfg, weights, reports, svm, uri, experiment_id, run_id) -> None:
+def print_summary(cfg, weights, reports, fitted, uri, experiment_id, run_id) -> None:
     test = reports["test"]
     lines = [
         "",
@@ -331,7 +348,8 @@ def print_summary(cfg, weights, reports, svm, uri, experiment_id, run_id) -> Non
         )
     lines.append(
         f"  test AUC: micro {test['auc_micro']:.3f}, macro {test['auc_macro']:.3f}"
-        + (f"; SVM C = {svm.C:g}" if svm is not None else "")
+        + (f"; SVM C = {fitted.svm.C:g}" if fitted.svm is not None else "")
+        + (f"; best epoch {fitted.refined.best_epoch}" if fitted.refined else "")
     )
     if command := mlflow_run.ui_command(uri):
         lines.append(f"compare runs: {command}")
@@ -339,27 +357,13 @@ def print_summary(cfg, weights, reports, svm, uri, experiment_id, run_id) -> Non
     print("\n".join(lines))
 
 
+def multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
-
-
-def prepare_overrides(args: list[str]) -> list[str]:
-    """Make two natural command lines valid Hydra overrides:
-    - `resolution=448`: Hydra parses 448 as a number, and a group option must be a name, so
-      numeric choices are quoted (`resolution='448'`, lists like `resolution=224,448` too);
-    - `dataset.root=~/pics`: the shell does not expand `~` after `key=`, and Hydra's grammar
-      rejects it, so a leading `~` in a value is expanded here."""
-    numeric = re.compile(rf"^([+~]?(?:{'|'.join(NUMERIC_GROUPS)}))=(\d+(?:,\d+)*)$")
-    home = re.compile(r"^([+]{0,2}[\w.]+)=(~[^,]*)$")
-    prepared = []
-    for arg in args:
-        if match := numeric.match(arg):
-            arg = f"{match.group(1)}=" + ",".join(f"'{n}'" for n in match.group(2).split(","))
-        elif match := home.match(arg):
-            arg = f"{match.group(1)}={os.path.expanduser(match.group(2))}"
-        prepared.append(arg)
-    return prepared
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
 
-from src.run import prepare_overrides
+from src.overrides import override, prepare_overrides
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -55,3 +55,11 @@ def test_overrides_are_made_valid_for_hydra():
         "resolution='224','448'",
         "resolution.size=5",
     ]
+
+
+def test_values_chosen_by_a_sweeper_become_valid_overrides():
+    assert override("resolution", 224) == "resolution='224'"
+    assert override("classifier.lr", 0.0125) == "classifier.lr=0.0125"
+    assert override("model", "resnet34") == "model=resnet34"
+    assert override("classifier.freeze_backbone", True) == "classifier.freeze_backbone=true"
+    assert override("trial.storage", "sqlite:////a b/x.db") == "trial.storage='sqlite:////a b/x.db'"

@@ -1,0 +1,1 @@
+"""imgsweep's Optuna sweeper for Hydra multirun (`hydra/sweeper=imgsweep_optuna`)."""

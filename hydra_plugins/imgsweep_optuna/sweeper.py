@@ -1,0 +1,54 @@
+"""The Hydra side of the sweeper: its config schema and the Sweeper class Hydra finds.
+
+Hydra imports every module under `hydra_plugins` at start-up, for every run; so this file
+stays light, and the work (Optuna, MLflow) is imported only when a sweep starts.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from omegaconf import OmegaConf
+
+
+@dataclass
+class OptunaSweeperConf:
+    _target_: str = "hydra_plugins.imgsweep_optuna.sweeper.OptunaSweeper"
+    study_name: Any = None  # null: the sweep config's name (sweep=refine_dnn → refine_dnn)
+    storage: Any = None  # null: sqlite:///<paths.sweeps_dir>/optuna.db; or postgresql://..., x.log
+    direction: str = "maximize"  # the objective is validation class-averaged accuracy
+    n_trials: int = 20  # the study's total: a rerun runs only the trials still missing
+    n_jobs: int = 1  # trials in flight at once (more than 1 needs e.g. hydra/launcher=joblib)
+    max_failure_rate: float = 0.25  # stop once more than this share of n_trials has failed
+    heartbeat_interval: int = 10  # s between a running trial's heartbeats (RDB storages)
+    grace_period: int = 60  # s without a heartbeat before a trial counts as dead
+    sampler: Any = field(default_factory=lambda: {"name": "tpe", "seed": 0})
+    pruner: Any = field(default_factory=lambda: {"name": "median"})
+    params: Any = field(default_factory=dict)  # key: Hydra sweep grammar, e.g. interval(0, 1)
+
+
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="imgsweep_optuna", node=OptunaSweeperConf, provider="imgsweep"
+)
+
+
+class OptunaSweeper(Sweeper):
+    def __init__(self, **settings: Any) -> None:
+        self.settings = {
+            k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+            for k, v in settings.items()
+        }
+        self.hydra_context = self.config = self.launcher = None
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def sweep(self, arguments: list[str]) -> Any:
+        from hydra_plugins.imgsweep_optuna.driver import run_sweep
+
+        return run_sweep(self, arguments)

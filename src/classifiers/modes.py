@@ -1,0 +1,147 @@
+"""The three ways to build a classifier (the original workflow's `classifier` setting).
+
+  svm              linear SVM on the fixed (pretrained) network's pooled features
+  dnn              the whole network refined with a new dropout → linear head
+  svm_dnn_refined  refined as dnn, then the linear SVM on the refined network's features
+
+Each returns a `Fitted`: the final ImageClassifier and its logits on every split, computed
+the way the served model computes them.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from src.classifiers.dnn import Refined, Refinement, refine
+from src.classifiers.network import ImageClassifier, make_head
+from src.classifiers.svm import SvmFit, fit_svm_classifier
+from src.data.folders import ImageFile
+from src.features.featurize import featurize
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Job:
+    """What every mode works with, unpacked from the config."""
+
+    files: dict[str, list[ImageFile]]  # by split
+    labels: dict[str, np.ndarray]  # by split, class ids
+    num_classes: int
+    size: int
+    preprocessing: str
+    batch_size: int  # for featurising and scoring
+    device: torch.device
+    workers: int
+    seed: int
+
+    def paths(self, split: str) -> list[Path]:
+        return [f.path for f in self.files[split]]
+
+    def all_paths(self) -> list[Path]:
+        return [p for s in SPLITS for p in self.paths(s)]
+
+
+@dataclass
+class Fitted:
+    model: ImageClassifier
+    head: str  # "svm" | "dnn": how the served model rebuilds its head
+    logits: dict[str, np.ndarray]  # by split
+    svm: SvmFit | None = None
+    refined: Refined | None = None
+
+
+def fit_svm(
+    job: Job, featurizer: nn.Module, features: np.ndarray, C_values: list[float], l2_normalize: bool
+) -> Fitted:
+    """`features`: one row per file of job.all_paths()."""
+    by_split, start = {}, 0
+    for split in SPLITS:
+        by_split[split] = features[start : start + len(job.files[split])]
+        start += len(job.files[split])
+    model, fit, logits = fit_svm_classifier(
+        featurizer, by_split, job.labels, job.num_classes, C_values, l2_normalize, job.seed
+    )
+    return Fitted(model, "svm", logits, svm=fit)
+
+
+def fit_dnn(
+    job: Job,
+    featurizer: nn.Module,
+    settings: Refinement,
+    dropout: float,
+    feature_size: int,
+    callbacks: list,
+    checkpoint: Path,
+    resume: dict | None,
+) -> Fitted:
+    model, refined = _refine(
+        job, featurizer, settings, dropout, feature_size, callbacks, checkpoint, resume
+    )
+    logits = {
+        s: featurize(
+            model,
+            job.paths(s),
+            job.size,
+            job.preprocessing,
+            job.batch_size,
+            job.workers,
+            job.device,
+            desc=f"scoring {s}",
+        )
+        for s in SPLITS
+    }
+    return Fitted(model, "dnn", logits, refined=refined)
+
+
+def fit_svm_dnn_refined(
+    job: Job,
+    featurizer: nn.Module,
+    settings: Refinement,
+    dropout: float,
+    feature_size: int,
+    callbacks: list,
+    checkpoint: Path,
+    resume: dict | None,
+    C_values: list[float],
+    l2_normalize: bool,
+) -> Fitted:
+    model, refined = _refine(
+        job, featurizer, settings, dropout, feature_size, callbacks, checkpoint, resume
+    )
+    features = featurize(
+        model.featurizer,
+        job.all_paths(),
+        job.size,
+        job.preprocessing,
+        job.batch_size,
+        job.workers,
+        job.device,
+        desc="featurising (refined)",
+    )
+    fitted = fit_svm(job, model.featurizer, features, C_values, l2_normalize)
+    fitted.refined = refined
+    return fitted
+
+
+def _refine(job, featurizer, settings, dropout, feature_size, callbacks, checkpoint, resume):
+    head = make_head("dnn", feature_size, job.num_classes, dropout)
+    model = ImageClassifier(featurizer, head, l2_normalize=False)
+    refined = refine(
+        model,
+        (job.paths("train"), job.labels["train"]),
+        (job.paths("val"), job.labels["val"]),
+        settings,
+        job.size,
+        job.preprocessing,
+        job.device,
+        job.workers,
+        job.seed,
+        callbacks,
+        checkpoint,
+        resume,
+    )
+    return model, refined

@@ -1,0 +1,45 @@
+"""Command-line overrides as users type them, made valid for Hydra's grammar.
+
+Kept free of heavy imports: the sweeper plugin uses it too, in every Hydra start-up.
+"""
+
+import os
+import re
+
+NUMERIC_GROUPS = ("resolution",)  # config groups whose options are named by numbers
+
+
+def prepare_overrides(args: list[str]) -> list[str]:
+    """Make two natural command lines valid Hydra overrides:
+    - `resolution=448`: Hydra parses 448 as a number, and a group option must be a name, so
+      numeric choices are quoted (`resolution='448'`, lists like `resolution=224,448` too);
+    - `dataset.root=~/pics`: the shell does not expand `~` after `key=`, and Hydra's grammar
+      rejects it, so a leading `~` in a value is expanded here."""
+    numeric = re.compile(rf"^([+~]?(?:{'|'.join(NUMERIC_GROUPS)}))=(\d+(?:,\d+)*)$")
+    home = re.compile(r"^([+]{0,2}[\w.]+)=(~[^,]*)$")
+    prepared = []
+    for arg in args:
+        if match := numeric.match(arg):
+            arg = f"{match.group(1)}=" + ",".join(f"'{n}'" for n in match.group(2).split(","))
+        elif match := home.match(arg):
+            arg = f"{match.group(1)}={os.path.expanduser(match.group(2))}"
+        prepared.append(arg)
+    return prepared
+
+
+def override(key: str, value) -> str:
+    """One `key=value` override for a value chosen by a sweeper, quoted where Hydra's
+    grammar needs it (strings with special characters, numeric group options)."""
+    if key in NUMERIC_GROUPS:
+        text = f"'{value}'"
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, (int, float)):
+        text = repr(value)
+    elif value is None:
+        text = "null"
+    else:
+        text = str(value)
+        if not re.fullmatch(r"[\w./-]+", text) or text.lower() in ("true", "false", "null"):
+            text = "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return f"{key}={text}"

@@ -1,0 +1,1 @@
+"""Tuning: Optuna studies driven by Hydra multirun (the sweeper plugin in hydra_plugins/)."""

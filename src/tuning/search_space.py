@@ -1,0 +1,98 @@
+"""A search space written in Hydra's override grammar, as Optuna distributions.
+
+    classifier.lr: tag(log, interval(0.0005, 0.05))   → float, log scale
+    classifier.epochs: int(interval(3, 15))           → int
+    classifier.batch_size: choice(8, 16, 32)          → categorical
+    classifier.dropout: range(0.0, 0.75, 0.25)        → float with step (stop excluded)
+    model: choice(resnet18, resnet34)                 → categorical; a config group works too
+A plain value (`seed=1`) is no search: it is passed to every trial unchanged.
+"""
+
+from dataclasses import dataclass
+
+import optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+from hydra.errors import HydraException
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+
+from src.errors import UserError
+
+
+@dataclass
+class SearchSpace:
+    distributions: dict[str, BaseDistribution]  # searched, by override key
+    fixed: list[str]  # overrides passed to every trial as they are
+
+
+def parse_search_space(params: dict[str, str], arguments: list[str], known=None) -> SearchSpace:
+    """`params` (hydra.sweeper.params) and the command line's own sweep overrides.
+    `known(key) -> bool` says whether a key names a config value or group: an unknown key
+    is an error before any trial runs."""
+    parser = OverridesParser.create()
+    lines = [f"{k}={v}" for k, v in params.items()] + list(arguments)
+    distributions, fixed = {}, []
+    for line in lines:
+        try:
+            parsed = parser.parse_override(line)
+        except HydraException as error:
+            raise UserError(f"search space: cannot parse {line!r} ({error})") from None
+        key = parsed.get_key_element()
+        if known is not None and not known(parsed.key_or_group):
+            raise UserError(f"search space: {key!r} is not a key or group of the config")
+        if parsed.is_sweep_override():
+            distributions[key] = distribution(key, parsed.value())
+        else:
+            fixed.append(line)
+    return SearchSpace(distributions, fixed)
+
+
+def distribution(key: str, sweep) -> BaseDistribution:
+    if isinstance(sweep, ChoiceSweep):
+        choices = [_plain(c) for c in sweep.list]
+        if not choices:
+            raise UserError(f"search space: {key} is a choice with no options")
+        return CategoricalDistribution(choices)
+    if isinstance(sweep, IntervalSweep):
+        low, high, log = sweep.start, sweep.end, "log" in sweep.tags
+        if not low < high:
+            raise UserError(f"search space: {key} has an empty interval ({low}, {high})")
+        if log and low <= 0:
+            raise UserError(f"search space: {key} is on a log scale but starts at {low} <= 0")
+        if isinstance(low, int) and isinstance(high, int):
+            return IntDistribution(low, high, log=log)
+        return FloatDistribution(float(low), float(high), log=log)
+    if isinstance(sweep, RangeSweep):
+        start, stop, step = sweep.start, sweep.stop, sweep.step
+        if step <= 0 or not start < stop:
+            raise UserError(f"search space: {key} is an empty range({start}, {stop}, {step})")
+        count = -(-(stop - start) // step)  # values start, start+step, ... below stop
+        high = start + (count - 1) * step
+        if all(isinstance(v, int) for v in (start, stop, step)):
+            return IntDistribution(start, high, step=step)
+        return FloatDistribution(float(start), float(round(high, 12)), step=float(step))
+    raise UserError(f"search space: {key} uses an unsupported sweep ({type(sweep).__name__})")
+
+
+def suggest(trial: optuna.Trial, space: SearchSpace) -> dict:
+    """The trial's value for every searched key."""
+    values = {}
+    for key, dist in space.distributions.items():
+        if isinstance(dist, CategoricalDistribution):
+            values[key] = trial.suggest_categorical(key, dist.choices)
+        elif isinstance(dist, IntDistribution):
+            values[key] = trial.suggest_int(key, dist.low, dist.high, step=dist.step, log=dist.log)
+        else:
+            step, log = dist.step, dist.log
+            values[key] = trial.suggest_float(key, dist.low, dist.high, step=step, log=log)
+    return values
+
+
+def _plain(value):
+    """Hydra's QuotedString (from `'224'`) as the text it holds."""
+    return getattr(value, "text", value)

@@ -1,0 +1,167 @@
+"""The Optuna study behind a sweep: storage, sampler, pruner, and counting its trials.
+
+`n_trials` is the study's total. A trial counts once it is COMPLETE or PRUNED; FAIL trials
+are retried. Every process working on a study (threads of one sweep, several sweeps on one
+storage, other machines) follows the same rules, so together they finish at n_trials.
+"""
+
+import logging
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from src.errors import UserError
+
+log = logging.getLogger(__name__)
+
+SAMPLERS = {
+    "tpe": optuna.samplers.TPESampler,
+    "random": optuna.samplers.RandomSampler,
+    "cmaes": optuna.samplers.CmaEsSampler,
+    "gp": optuna.samplers.GPSampler,
+    "qmc": optuna.samplers.QMCSampler,
+    "grid": optuna.samplers.GridSampler,
+}
+PRUNERS = {
+    "median": optuna.pruners.MedianPruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    "none": optuna.pruners.NopPruner,
+}
+DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+IN_FLIGHT = (TrialState.RUNNING, TrialState.WAITING)
+
+
+def default_storage(sweeps_dir: Path) -> str:
+    return f"sqlite:///{(Path(sweeps_dir) / 'optuna.db').resolve()}"
+
+
+def open_storage(url: str, heartbeat_interval: int, grace_period: int):
+    """An RDB storage (SQLite file, PostgreSQL, ...) with heartbeats, so a trial whose
+    worker died is noticed and failed; or a journal file (`*.log`, no heartbeats)."""
+    try:
+        if url.endswith((".log", ".journal")):
+            path = Path(url.removeprefix("journal:")).resolve()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            backend = optuna.storages.journal.JournalFileBackend(str(path))
+            return optuna.storages.JournalStorage(backend)
+        if url.startswith("sqlite:///"):
+            Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+        )
+    except Exception as error:  # noqa: BLE001 - drivers fail in many ways
+        raise UserError(f"hydra.sweeper.storage={url} cannot be opened ({error})") from None
+
+
+def make_sampler(config: dict, search_space: dict | None = None):
+    """`{name: tpe, seed: 0, ...}`: the rest are the sampler's own arguments."""
+    options = dict(config)
+    name = options.pop("name", "tpe")
+    if name not in SAMPLERS:
+        raise UserError(f"hydra.sweeper.sampler.name={name!r}; expected one of {list(SAMPLERS)}")
+    if name == "grid":
+        options["search_space"] = search_space
+    try:
+        return SAMPLERS[name](**options)
+    except TypeError as error:
+        raise UserError(f"hydra.sweeper.sampler: {error}") from None
+
+
+def make_pruner(config: dict | None):
+    """`{name: median, n_startup_trials: 5, ...}`: the rest are the pruner's own arguments."""
+    options = dict(config or {"name": "none"})
+    name = options.pop("name", "median")
+    if name not in PRUNERS:
+        raise UserError(f"hydra.sweeper.pruner.name={name!r}; expected one of {list(PRUNERS)}")
+    try:
+        return PRUNERS[name](**options)
+    except TypeError as error:
+        raise UserError(f"hydra.sweeper.pruner: {error}") from None
+
+
+def counts(study: optuna.Study) -> dict[str, int]:
+    trials = study.get_trials(deepcopy=False)
+    return {
+        "done": sum(t.state in DONE for t in trials),
+        "in_flight": sum(t.state in IN_FLIGHT for t in trials),
+        "failed": sum(t.state == TrialState.FAIL for t in trials),
+    }
+
+
+def is_surplus(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bool:
+    """After a race between workers: are there n_trials counting trials before this one?"""
+    earlier = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.number < trial.number and (t.state in DONE or t.state in IN_FLIGHT)
+    ]
+    return len(earlier) >= n_trials
+
+
+def duplicate_of(study: optuna.Study, trial: optuna.Trial, params: dict) -> int | None:
+    """The number of another counting trial with exactly these params, if any."""
+    for other in study.get_trials(deepcopy=False):
+        counting = other.state in DONE or other.state in IN_FLIGHT
+        if counting and other.number != trial.number and other.params == params:
+            return other.number
+    return None
+
+
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def fail_orphans(study: optuna.Study) -> list[int]:
+    """Fail trials left RUNNING by dead workers: those of this host whose process is gone
+    (at once), and any whose heartbeat went stale (after the storage's grace period)."""
+    failed = []
+    host = socket.gethostname()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get("worker", "")
+        owner_host, _, pid = worker.rpartition(":")
+        if owner_host == host and pid.isdigit() and not _alive(int(pid)):
+            optuna.Trial(study, trial._trial_id).set_user_attr("error", "its worker died")
+            study.tell(trial.number, state=TrialState.FAIL)
+            failed.append(trial.number)
+    if isinstance(study._storage, optuna.storages.RDBStorage):
+        before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+        optuna.storages.fail_stale_trials(study)
+        after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+        failed += sorted(after - before)
+    if failed:
+        log.warning(f"trials {failed} were left running by a worker that died: marked FAIL")
+    return failed
+
+
+def seed_for_trial(sampler, seed: int | None, number: int) -> None:
+    """Tie the sampler's random draws to (seed, trial number) rather than to the process:
+    parallel workers with one seed then propose different values, and a sweep stays
+    reproducible whichever worker runs which trial. Samplers without a random state of
+    their own (grid, QMC, CMA-ES re-seed per trial already) are left alone."""
+    if seed is None:
+        return
+    for holder in (
+        sampler,
+        getattr(sampler, "_random_sampler", None),
+        getattr(sampler, "_independent_sampler", None),
+    ):
+        state = getattr(getattr(holder, "_rng", None), "rng", None)
+        if isinstance(state, np.random.RandomState):
+            state.seed(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

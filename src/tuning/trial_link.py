@@ -1,0 +1,69 @@
+"""A job's side of an Optuna trial, so pruning works with any Hydra launcher.
+
+The sweeper passes the study's name, its storage URL and the trial's number into the job's
+config (`trial.*`); the job opens the study itself, reports its objective after every
+epoch, and stops when the pruner says so. While it runs it records heartbeats, so if the
+job's process dies its trial is failed and retried by whoever is still sweeping.
+"""
+
+import contextlib
+import threading
+
+import optuna
+
+from src.classifiers.callbacks import MONITOR
+from src.tuning.study import WORKER, make_pruner, open_storage
+
+
+class TrialLink:
+    """A trainer callback (src/classifiers/callbacks.py) that reports to the trial."""
+
+    name = "pruner"
+
+    def __init__(
+        self,
+        study_name: str,
+        storage: str,
+        number: int,
+        pruner: dict | None,
+        heartbeat_interval: int = 10,
+        grace_period: int = 60,
+    ):
+        self.storage = open_storage(storage, heartbeat_interval, grace_period)
+        self.study = optuna.load_study(
+            study_name=study_name, storage=self.storage, pruner=make_pruner(pruner)
+        )
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(
+            self.study._study_id, number
+        )
+        self.trial = optuna.Trial(self.study, trial_id)
+        self.trial.set_user_attr("worker", WORKER)  # the process that runs it, now
+        self.pruned_at: int | None = None
+        self._stop = threading.Event()
+        self._heartbeat = None
+        if isinstance(self.storage, optuna.storages.RDBStorage):
+            self._heartbeat = threading.Thread(
+                target=self._beat, args=(trial_id, heartbeat_interval), daemon=True
+            )
+            self._heartbeat.start()
+
+    def __call__(self, epoch: int, metrics: dict[str, float]) -> bool:
+        self.trial.report(metrics[MONITOR], epoch)
+        if self.trial.should_prune():
+            self.pruned_at = epoch
+            return True
+        return False
+
+    def record_run(self, run_id: str) -> None:
+        self.trial.set_user_attr("mlflow_run_id", run_id)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout=5)
+
+    def _beat(self, trial_id: int, interval: int) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(Exception):  # a missed beat is not worth a failed trial
+                self.storage.record_heartbeat(trial_id)
+            self._stop.wait(interval)
