@@ -107,6 +107,8 @@ def pipeline(cfg: DictConfig) -> float:
     finally:
         if link:
             link.close()
+        if tags.get("sweep.kind") == "grid":  # the grid's last job leaves its parent FINISHED
+            mlflow_run.finish_parent(uri, tags["mlflow.parentRunId"])
     if link and link.pruned_at is not None:
         raise optuna.TrialPruned(f"at epoch {link.pruned_at}")
     print_summary(cfg, weights, reports, fitted, uri, run.info.experiment_id, run.info.run_id)
@@ -268,7 +270,9 @@ def run_tags(cfg: DictConfig, uri: str, experiment: str, experiment_id: str) -> 
             f"grid {Path(folder).name}",
             {"sweep.kind": "grid"},
         )
-        tags.update({"mlflow.parentRunId": parent, "sweep.name": Path(folder).name})
+        tags.update(
+            {"mlflow.parentRunId": parent, "sweep.name": Path(folder).name, "sweep.kind": "grid"}
+        )
     return tags
 
 

@@ -2,9 +2,11 @@
 
 import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import zlib
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from src.data.synthetic import ensure_synthetic_textures
@@ -56,17 +59,22 @@ def textures(tmp_path_factory) -> Path:
     return ensure_synthetic_textures(tmp_path_factory.mktemp("textures") / "set", 8, 64, 0)
 
 
-def run_cli(*overrides: str, tmp: Path, env: dict | None = None, timeout: int = 300):
-    """`python -m src.run` in a subprocess with FAST settings, data and store under tmp
-    (a `tracking.uri=...` among the overrides wins over the store under tmp)."""
+def run_cli(
+    *overrides: str, tmp: Path, env: dict | None = None, timeout: int = 300, multirun=False
+):
+    """`python -m src.run` in a subprocess with FAST settings, data, store and sweeps under
+    tmp (a `tracking.uri=...` among the overrides wins over the store under tmp)."""
     own_dataset = any(o.startswith("dataset=") for o in overrides)
+    fresh_store(Path(tmp) / "mlruns" / "mlflow.db")
     command = [
         sys.executable,
         "-m",
         "src.run",
+        *(["-m"] if multirun else []),
         *FAST,
         *([] if own_dataset else TINY_SYNTHETIC),
         f"paths.data_dir={tmp}/data",
+        f"paths.sweeps_dir={tmp}/sweeps",
         f"tracking.uri=sqlite:///{tmp}/mlruns/mlflow.db",
         *overrides,
     ]
@@ -75,6 +83,20 @@ def run_cli(*overrides: str, tmp: Path, env: dict | None = None, timeout: int = 
     return subprocess.run(
         command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=environment
     )
+
+
+def fresh_store(path: Path) -> None:
+    """An empty MLflow SQLite store at `path`, copied from one made once per session:
+    creating the tables takes MLflow seconds, every time."""
+    if path.exists():
+        return
+    template = Path(os.environ.get("PYTEST_STORE_TEMPLATE", "/nonexistent"))
+    if not template.exists():
+        template = Path(tempfile.mkdtemp(prefix="mlflow-template-")) / "mlflow.db"
+        MlflowClient(f"sqlite:///{template}").search_experiments()
+        os.environ["PYTEST_STORE_TEMPLATE"] = str(template)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, path)
 
 
 def free_port() -> int:

@@ -131,7 +131,7 @@ def _run_sweep(sweeper, arguments: list[str]):
     finally:
         if context["errors"]:
             status = "FAILED"
-        MlflowClient(uri).update_run(parent, status)
+        mlflow_run.finish_parent(uri, parent, status)
         refresh_parent(uri, parent, study)
         print(summary(study, space.fixed))
     if context["errors"]:

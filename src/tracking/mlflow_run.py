@@ -134,6 +134,10 @@ def find_run(uri: str, run_id: str):
         raise UserError(f"resume={run_id}: no such run in the tracking store {uri}") from None
 
 
+def finish_parent(uri: str, run_id: str, status: str = "FINISHED") -> None:
+    MlflowClient(uri).update_run(run_id, status)
+
+
 def git_commit(folder: Path) -> str | None:
     try:
         result = subprocess.run(

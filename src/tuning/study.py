@@ -8,6 +8,8 @@ storage, other machines) follows the same rules, so together they finish at n_tr
 import logging
 import os
 import socket
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,10 @@ from optuna.trial import TrialState
 from src.errors import UserError
 
 log = logging.getLogger(__name__)
+# Heartbeats are "experimental" and "meant for Study.optimize": we drive them ourselves, from
+# each trial's job (src/tuning/trial_link.py), which is what they need.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 
 SAMPLERS = {
     "tpe": optuna.samplers.TPESampler,
@@ -51,14 +57,23 @@ def open_storage(url: str, heartbeat_interval: int, grace_period: int):
             return optuna.storages.JournalStorage(backend)
         if url.startswith("sqlite:///"):
             Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
-        )
+        for attempt in range(5):
+            try:
+                return optuna.storages.RDBStorage(
+                    url,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period,
+                    engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+                )
+            except Exception as error:  # noqa: BLE001
+                # Two workers creating a new database at once: one finds the other's tables
+                # half made. The second try sees them whole.
+                if "already exists" not in str(error) or attempt == 4:
+                    raise
+                time.sleep(0.5)
     except Exception as error:  # noqa: BLE001 - drivers fail in many ways
-        raise UserError(f"hydra.sweeper.storage={url} cannot be opened ({error})") from None
+        reason = str(error).splitlines()[0]
+        raise UserError(f"hydra.sweeper.storage={url} cannot be opened ({reason})") from None
 
 
 def make_sampler(config: dict, search_space: dict | None = None):

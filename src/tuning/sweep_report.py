@@ -15,7 +15,7 @@ import optuna  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from src.overrides import override  # noqa: E402
+from src.overrides import NUMERIC_GROUPS, override  # noqa: E402
 
 log = logging.getLogger(__name__)
 FIGURES = {
@@ -44,15 +44,15 @@ def refresh_parent(uri: str, parent_id: str, study: optuna.Study) -> None:
                 "mlflow_run_id": best.user_attrs.get("mlflow_run_id"),
             }
             (folder / "best_trial.json").write_text(json.dumps(summary, indent=2))
-        for name, plot in FIGURES.items():
+        for name, plot in FIGURES.items() if complete else ():
             _figure(plot, study, folder / f"{name}.png")
         client.log_artifacts(parent_id, str(folder), "optuna")
 
 
 def reproduce_command(fixed: list[str], params: dict) -> str:
-    """The single run that repeats a trial."""
-    arguments = list(fixed) + [override(k, v) for k, v in params.items()]
-    return "python -m src.run " + " ".join(shlex.quote(a) for a in arguments)
+    """The single run that repeats a trial, as a user would type it."""
+    chosen = [f"{k}={v}" if k in NUMERIC_GROUPS else override(k, v) for k, v in params.items()]
+    return "python -m src.run " + " ".join(shlex.quote(a) for a in [*fixed, *chosen])
 
 
 def summary(study: optuna.Study, fixed: list[str]) -> str:
@@ -75,6 +75,7 @@ def _figure(plot, study: optuna.Study, path: Path) -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "experimental" warnings of the matplotlib backend
+            optuna.logging.set_verbosity(optuna.logging.ERROR)  # "too few trials" chatter
             axes = plot(study)
     except (ValueError, RuntimeError, ZeroDivisionError, IndexError) as error:
         log.debug(f"{path.stem}: not drawn yet ({error})")  # e.g. too few trials

@@ -1,0 +1,257 @@
+"""End to end: `python -m src.run -m sweep=...`, checked through Optuna's storage and MLflow."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import closing
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from tests.conftest import FAST, ROOT, TINY_SYNTHETIC, fresh_store, run_cli
+
+# A grid over five tiny resolutions: every trial is a different, quick SVM run.
+SVM_SWEEP = [
+    "sweep=svm",
+    "model=choice(resnet18)",
+    "resolution=choice(112)",
+    "resolution.size=choice(32,40,48,56,64)",
+]
+REFINE_SWEEP = [
+    "sweep=refine_dnn",
+    "resolution=choice(112)",
+    "resolution.size=64",
+    "model=choice(resnet18)",
+    "classifier.epochs=choice(3)",
+    "classifier.batch_size=choice(8)",
+    "classifier.augment=false",
+    "classifier.freeze_backbone=choice(false)",
+    "dataset.synthetic.images_per_class=12",
+    "hydra.sweeper.sampler.n_startup_trials=2",
+]
+
+
+def study_of(tmp, name):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{tmp}/sweeps/optuna.db")
+
+
+def states(study) -> list[str]:
+    return [t.state.name for t in study.trials]
+
+
+def mlflow_tree(tmp):
+    """(parents, children by parent id) of every experiment in the store under tmp."""
+    client = MlflowClient(f"sqlite:///{tmp}/mlruns/mlflow.db")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    parents = [r for r in runs if "sweep.parent" in r.data.tags]
+    children = {}
+    for run in runs:
+        if parent := run.data.tags.get("mlflow.parentRunId"):
+            children.setdefault(parent, []).append(run)
+    return client, parents, children
+
+
+@pytest.fixture(scope="module")
+def svm_sweep(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sweep")
+    first = run_cli(*SVM_SWEEP, "hydra.sweeper.n_trials=4", tmp=tmp, multirun=True)
+    assert first.returncode == 0, first.stderr[-3000:]
+    return tmp, first
+
+
+def test_sweep_runs_n_trials_under_one_parent_run(svm_sweep):
+    tmp, result = svm_sweep
+    assert states(study_of(tmp, "svm")) == ["COMPLETE"] * 4
+    client, parents, children = mlflow_tree(tmp)
+    (parent,) = parents
+    assert parent.info.run_name == "svm" and parent.info.status == "FINISHED"
+    kids = children[parent.info.run_id]
+    assert len(kids) == 4 and {k.data.tags["optuna.state"] for k in kids} == {"COMPLETE"}
+    assert sorted(int(k.data.tags["optuna.trial"]) for k in kids) == [0, 1, 2, 3]
+    assert {k.data.params["resolution.size"] for k in kids} == {
+        str(t.params["resolution.size"]) for t in study_of(tmp, "svm").trials
+    }
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "optuna")}
+    assert {"optuna/best_trial.json", "optuna/optimization_history.png"} <= artifacts
+    assert "best_value" in parent.data.metrics
+    (command,) = [line for line in result.stdout.splitlines() if line.startswith("reproduce it:")]
+    assert command.startswith("reproduce it: python -m src.run ") and " sweep=svm " in command
+    assert " resolution=112 " in command  # as a user would type it
+
+
+def test_same_command_again_runs_nothing_and_a_larger_total_runs_the_difference(svm_sweep):
+    tmp, _ = svm_sweep
+    again = run_cli(*SVM_SWEEP, "hydra.sweeper.n_trials=4", tmp=tmp, multirun=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "4 of 4 trials done" in again.stdout and "trial 4" not in again.stdout
+    more = run_cli(*SVM_SWEEP, "hydra.sweeper.n_trials=5", tmp=tmp, multirun=True)
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert states(study_of(tmp, "svm")) == ["COMPLETE"] * 5
+    _, parents, children = mlflow_tree(tmp)
+    assert len(parents) == 1 and len(children[parents[0].info.run_id]) == 5
+
+
+def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
+    result = run_cli(
+        "sweep=svm",
+        "model=choice(resnet18)",
+        "resolution=choice(112)",
+        "resolution.size=choice(32,40,-1)",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.max_failure_rate=0.5",
+        tmp=tmp_path,
+        multirun=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = study_of(tmp_path, "svm")
+    assert sorted(states(study)) == ["COMPLETE", "COMPLETE", "FAIL"]
+    (failed,) = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert failed.params["resolution.size"] == -1 and failed.user_attrs["error"]
+    _, parents, children = mlflow_tree(tmp_path)
+    kids = children[parents[0].info.run_id]
+    assert sorted(k.info.status for k in kids) == ["FAILED", "FINISHED", "FINISHED"]
+
+
+def test_too_many_failures_stop_the_sweep_with_one_line(tmp_path):
+    result = run_cli(
+        "sweep=svm",
+        "model=choice(resnet18)",
+        "resolution=choice(112)",
+        "resolution.size=choice(-1,-2)",
+        "hydra.sweeper.n_trials=2",
+        tmp=tmp_path,
+        multirun=True,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: 1 trials failed, more than")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("classifier.lrr=interval(0.1, 1)", "'classifier.lrr' is not a key or group"),
+        ("classifier.lr=interval(0.5, 0.1)", "empty interval"),
+        ("hydra.sweeper.storage=postgresql://nobody@127.0.0.1:9/none", "cannot be opened"),
+    ],
+    ids=["unknown-key", "empty-interval", "bad-storage"],
+)
+def test_bad_sweep_settings_fail_before_any_trial(tmp_path, override, message):
+    result = run_cli("sweep=refine_dnn", override, tmp=tmp_path, multirun=True, timeout=120)
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert "trial 0" not in result.stdout
+
+
+def test_pruning_stops_weak_trials_early_and_tags_their_runs(tmp_path):
+    result = run_cli(
+        *REFINE_SWEEP,
+        "classifier.lr=choice(0.01,0.000001)",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.pruner.n_startup_trials=1",
+        "hydra.sweeper.pruner.n_warmup_steps=0",
+        "hydra.sweeper.sampler.seed=3",
+        tmp=tmp_path,
+        multirun=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = study_of(tmp_path, "refine_dnn")
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned, states(study)
+    client, parents, children = mlflow_tree(tmp_path)
+    runs = {int(k.data.tags["optuna.trial"]): k for k in children[parents[0].info.run_id]}
+    for trial in pruned:
+        run = runs[trial.number]
+        assert (
+            run.data.tags["optuna.state"] == "PRUNED" and run.data.tags["optuna.pruned"] == "true"
+        )
+        epochs = client.get_metric_history(run.info.run_id, "val/class_avg_accuracy")
+        assert len(epochs) < 3  # fewer epochs than the maximum
+        assert "test/accuracy" not in run.data.metrics  # no test evaluation for a pruned trial
+
+
+def states_read_only(database) -> list[str]:
+    """Trial states straight from the SQLite file, without touching (or creating) it the
+    way opening an Optuna storage would while the sweep is still setting it up."""
+    try:
+        with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
+            rows = connection.execute("SELECT state FROM trials ORDER BY number").fetchall()
+    except sqlite3.Error:
+        return []
+    return [state for (state,) in rows]
+
+
+def sweep_process(tmp, *overrides, stdout=subprocess.DEVNULL):
+    fresh_store(tmp / "mlruns" / "mlflow.db")
+    command = [
+        sys.executable,
+        "-m",
+        "src.run",
+        "-m",
+        *FAST,
+        *TINY_SYNTHETIC,
+        f"paths.data_dir={tmp}/data",
+        f"paths.sweeps_dir={tmp}/sweeps",
+        f"tracking.uri=sqlite:///{tmp}/mlruns/mlflow.db",
+        *overrides,
+    ]
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=stdout,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def test_an_interrupted_sweep_continues_where_it_stopped(tmp_path):
+    sweep = [
+        *REFINE_SWEEP,
+        "classifier.lr=tag(log, interval(0.001, 0.01))",
+        "hydra.sweeper.pruner.name=none",
+        "~hydra.sweeper.pruner.n_startup_trials",
+        "~hydra.sweeper.pruner.n_warmup_steps",
+        "hydra.sweeper.n_trials=3",
+    ]
+    process = sweep_process(tmp_path, *sweep)
+    storage = tmp_path / "sweeps" / "optuna.db"
+    deadline = time.time() + 240
+    while time.time() < deadline:  # wait for the first trial to finish, the second to start
+        now = states_read_only(storage)
+        if now[:1] == ["COMPLETE"] and "RUNNING" in now:
+            break
+        time.sleep(0.5)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert states(study_of(tmp_path, "refine_dnn")) == ["COMPLETE", "RUNNING"]
+    again = run_cli(*sweep, tmp=tmp_path, multirun=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "were left running by a worker that died: marked FAIL" in again.stdout
+    assert states(study_of(tmp_path, "refine_dnn")) == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+
+
+def test_two_sweeps_on_one_storage_share_the_study_without_repeats(tmp_path):
+    sweep = [
+        "sweep=svm",
+        "model=choice(resnet18)",
+        "resolution=choice(112)",
+        "resolution.size=choice(32,36,40,44,48,52,56,60)",
+        "hydra.sweeper.sampler.name=random",
+        "hydra.sweeper.n_trials=4",
+    ]
+    fresh_store(tmp_path / "mlruns" / "mlflow.db")
+    (tmp_path / "sweeps").mkdir()
+    workers = [sweep_process(tmp_path, *sweep) for _ in range(2)]
+    assert [w.wait(timeout=300) for w in workers] == [0, 0]
+    study = study_of(tmp_path, "svm")
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 4
+    assert len({t.params["resolution.size"] for t in complete}) == 4  # no point run twice
+    assert {t.user_attrs["worker"] for t in complete} >= {t.user_attrs["worker"] for t in complete}
+    _, parents, children = mlflow_tree(tmp_path)
+    assert len(parents) == 1
+    assert len([k for k in children[parents[0].info.run_id] if k.info.status == "FINISHED"]) == 4

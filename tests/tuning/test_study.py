@@ -1,0 +1,69 @@
+"""Study accounting: reproducible draws per trial, dead workers' trials failed, pruning."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import optuna
+from optuna.trial import TrialState
+
+from src.tuning.search_space import parse_search_space, suggest
+from src.tuning.study import counts, fail_orphans, make_pruner, open_storage, seed_for_trial
+from src.tuning.trial_link import TrialLink
+
+SPACE = parse_search_space({"lr": "tag(log, interval(0.0001, 0.1))", "m": "choice(a, b, c)"}, [])
+
+
+def draw(seed: int, number_of_trials_before: int) -> dict:
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
+    for _ in range(number_of_trials_before):
+        study.tell(study.ask(), state=TrialState.FAIL)
+    trial = study.ask()
+    seed_for_trial(study.sampler, seed, trial.number)
+    return suggest(trial, SPACE)
+
+
+def test_draws_depend_on_seed_and_trial_number_not_on_the_process():
+    assert draw(0, 2) == draw(0, 2)  # what another worker with the same seed draws for trial 2
+    assert draw(0, 2) != draw(0, 3)  # the next trial number: another point
+    assert draw(0, 2) != draw(1, 2)
+
+
+def test_trials_of_a_dead_worker_are_failed_at_the_next_start(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path}/o.db", heartbeat_interval=5, grace_period=60)
+    study = optuna.create_study(study_name="s", storage=storage)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
+    orphan = study.ask()
+    orphan.set_user_attr("worker", f"{socket.gethostname()}:{dead}")
+    study.tell(study.ask(), 1.0)
+    assert fail_orphans(study) == [orphan.number]
+    assert counts(study) == {"done": 1, "in_flight": 0, "failed": 1}
+    assert study.trials[orphan.number].user_attrs["error"] == "its worker died"
+
+
+def test_trial_link_reports_each_epoch_and_stops_a_trial_below_the_median(tmp_path):
+    url = f"sqlite:///{tmp_path}/o.db"
+    pruner = {"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0}
+    study = optuna.create_study(
+        study_name="s",
+        storage=open_storage(url, 5, 60),
+        direction="maximize",
+        pruner=make_pruner(pruner),
+    )
+    good = study.ask()
+    for epoch, value in enumerate([0.6, 0.7, 0.8]):
+        good.report(value, epoch)
+    study.tell(good, 0.8)
+    weak = study.ask()
+    link = TrialLink("s", url, weak.number, pruner, heartbeat_interval=1)
+    try:
+        assert link(0, {"val/class_avg_accuracy": 0.65}) is False  # above the median: goes on
+        assert link(1, {"val/class_avg_accuracy": 0.3}) is True  # below: pruned
+    finally:
+        link.close()
+    assert link.pruned_at == 1
+    assert study.trials[weak.number].intermediate_values == {0: 0.65, 1: 0.3}
+    assert study.trials[weak.number].user_attrs["worker"].endswith(f":{os.getpid()}")
