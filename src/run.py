@@ -22,6 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.classifiers.network import make_spec
 from src.classifiers.svm import fit_svm_classifier
+from src.data.duplicates import write_groups_tsv
+from src.data.overview import write_overview
 from src.data.prepare import prepare_dataset
 from src.data.presets import load_pixels
 from src.data.split import write_split_csv
@@ -30,6 +32,7 @@ from src.device import configure, pick_device, resolve_workers
 from src.errors import UserError
 from src.evaluation.metrics import evaluate, flat_metrics
 from src.evaluation.plots import c_selection_figure, confusion_figure, roc_figure
+from src.evaluation.results_page import write_results_page
 from src.features.backbone import build_featurizer
 from src.features.cache import cached_features
 from src.features.featurize import featurize
@@ -87,6 +90,8 @@ def pipeline(cfg: DictConfig) -> float:
             cfg.dataset.split.test_list,
             Path(cfg.paths.cache_dir) / "image_checks",
             workers + 1,
+            cfg.dataset.split.get("group_duplicates", False),
+            cfg.dataset.split.get("duplicate_threshold", 0),
         )
         log_data(data, out)
         featurizer, weights = build_featurizer(cfg.model.name, cfg.model.weights)
@@ -136,6 +141,15 @@ def pipeline(cfg: DictConfig) -> float:
 
         reports = {s: evaluate(labels[s], softmax(logits[s]), data.classes) for s in SPLITS}
         log_evaluation(reports, data.classes, out)
+        write_results_page(
+            out / "evaluation" / "results_test.html",
+            files["test"],
+            labels["test"],
+            softmax(logits["test"]),
+            data.classes,
+            data.root,
+            f"{run_name}: test results",
+        )
         spec = make_spec(model.cpu(), cfg.model.name, "svm", data.classes, size, preprocessing)
         example = encode_jpeg(load_pixels(files["test"][0].path.read_bytes(), size, preprocessing))
         log_model(spec, example)
@@ -149,6 +163,8 @@ def dataset_root(dataset: DictConfig) -> Path:
     if dataset.get("root") in (None, ""):
         raise UserError("dataset=folder needs dataset.root=PATH (a folder of class folders)")
     root = Path(str(dataset.root)).expanduser().resolve()
+    if dataset.get("download") and not root.exists():
+        raise UserError(f"{root} does not exist; download it with: {dataset.download}")
     if "synthetic" in dataset:
         synthetic = dataset.synthetic
         ensure_synthetic_textures(
@@ -171,9 +187,12 @@ def log_data(data, out: Path) -> None:
             "data.classes": ",".join(data.classes),
         }
     )
+    leaks = data.leaky_duplicates()
     mlflow.log_metrics(
         {
             "data/skipped_files": len(data.skipped),
+            "data/duplicate_groups": len(data.duplicates),
+            "data/leaky_duplicates": len(leaks),
             **{f"data/{s}_images": n for s, n in counts.items()},
         }
     )
@@ -183,6 +202,10 @@ def log_data(data, out: Path) -> None:
     )
     skipped = "path\treason\n" + "".join(f"{p}\t{r}\n" for p, r in data.skipped)
     (out / "data" / "skipped_files.tsv").write_text(skipped, encoding="utf-8")
+    labels = {f.relpath: f.label for f in data.files}
+    write_groups_tsv(out / "data" / "leaky_duplicates.tsv", leaks, labels, data.split)
+    sizes = {relpath: (check.width, check.height) for relpath, check in data.checks.items()}
+    write_overview(out / "data", data.classes, data.files, data.split, sizes)
 
 
 def log_svm_selection(C_values, fit, out: Path) -> None:
