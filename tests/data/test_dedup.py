@@ -1,6 +1,7 @@
 """Near-duplicates: dhash, grouping, the dedup command's report, quarantine and undo, and the
 pipeline's leakage check and `group_duplicates` split."""
 
+import json
 import os
 import subprocess
 import sys
@@ -13,7 +14,9 @@ import pytest
 
 from src.data.dedup import find_duplicates, quarantine, quarantine_folder, restore
 from src.data.duplicates import dhash, duplicate_groups, hamming, straddling
-from src.data.folders import ImageFile
+from src.data.folders import ImageFile, find_images
+from src.data.images import read_image
+from src.data.inventory import CHECK_SCALE, check_images
 from src.data.prepare import prepare_dataset
 from src.data.split import split_files
 from src.data.synthetic import render_image
@@ -199,3 +202,20 @@ def test_the_pipeline_reports_leaky_duplicates_and_grouping_removes_them(tmp_pat
     assert grouped.leaky_duplicates() in ([], [["dotted/3.jpg", "striped/from_dotted_3.jpg"]])
     within_class = [g for g in grouped.duplicates if len({r.split("/")[0] for r in g}) == 1]
     assert straddling(within_class, grouped.split) == []
+
+
+def test_hashes_are_cached_with_the_image_checks_and_redone_for_another_hash_size(tmp_path):
+    root = planted_set(tmp_path / "set")
+    _, files = find_images(root)
+    cache = tmp_path / "cache"
+    first = check_images(files, cache, 2)
+    assert all(len(check.dhash) == 64 for check in first.values())
+    (cache_file,) = cache.glob("*.json")
+    content = json.loads(cache_file.read_text())
+    assert content["hash_size"] == 16
+    content["files"]["dotted/0.jpg"]["dhash"] = "ab" * 32  # what only the cache can know
+    cache_file.write_text(json.dumps(content))
+    assert check_images(files, cache, 2)["dotted/0.jpg"].dhash == "ab" * 32  # nothing decoded
+    smaller = check_images(files, cache, 2, hash_size=8)
+    expected = dhash(read_image(root / "dotted/0.jpg", at_least=CHECK_SCALE), hash_size=8)
+    assert smaller["dotted/0.jpg"].dhash == expected and len(expected) == 16

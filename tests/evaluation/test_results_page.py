@@ -1,6 +1,7 @@
 """The results page: self-contained, one entry per image, worst mistakes first; it renders and
 its filters and CSV export work in a real (headless) Chromium."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mlflow.tracking import MlflowClient
 
 from src.data.folders import find_images
 from src.data.images import read_image
@@ -121,35 +123,71 @@ def chromium(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install -y chromium)")
-def test_the_page_renders_filters_and_exports_ticked_images_in_chromium(page, tmp_path):
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="no chromium binary on PATH (apt-get install -y chromium)"
+)
+
+
+@needs_chromium
+def test_the_page_renders_and_filters_from_its_address_in_chromium(page, tmp_path):
     shot = tmp_path / "page.png"
     result = chromium("--window-size=1200,900", f"--screenshot={shot}", page.as_uri(), cwd=tmp_path)
     assert shot.exists(), result.stderr[-2000:]
     assert read_image(shot).shape == (900, 1200, 3)
-
-    # the filter from the address, as the page's own controls set it
     result = chromium("--dump-dom", page.as_uri() + "#show=mistakes", cwd=tmp_path)
     assert 'id="count">showing 2 of 6 images<' in result.stdout, result.stderr[-2000:]
 
-    # a user ticks the first two images (one wrong, one right) and exports
-    probe = page.with_name("ticked.html")
-    probe.write_text(
-        page.read_text(encoding="utf-8").replace(
-            "</body>",
-            "<script>for (const box of Array.from(document.querySelectorAll('.tick')).slice(0, 3))"
-            " box.click(); document.querySelectorAll('.item select')[1].value = 'striped';"
-            " document.getElementById('export').click(); const out = document.createElement('pre');"
-            " out.id = 'probe'; out.textContent = document.getElementById('export-text').value;"
-            " document.body.appendChild(out);</script></body>",
-        ),
+
+@needs_chromium
+def test_ticked_images_export_as_csv_inside_a_sandboxed_frame_as_the_mlflow_ui_shows_it(
+    page, tmp_path
+):
+    """The MLflow UI shows an HTML artifact in `<iframe sandbox="allow-scripts">` loaded from
+    a blob URL: scripts run, downloads are blocked. Here a user ticks the first three images
+    (two wrong, one right), changes one label, exports; the frame reports the CSV text."""
+    user = (
+        "<script>for (const box of Array.from(document.querySelectorAll('.tick')).slice(0, 3))"
+        " box.click(); document.querySelectorAll('.item select')[1].value = 'striped';"
+        " document.getElementById('export').click();"
+        " parent.postMessage(document.getElementById('export-text').value, '*');</script></body>"
+    )
+    framed = page.read_text(encoding="utf-8").replace("</body>", user)
+    harness = tmp_path / "mlflow_like.html"
+    harness.write_text(
+        "<!DOCTYPE html><html><body><pre id='out'>no message</pre><script>"
+        "addEventListener('message', (e) => { document.getElementById('out').textContent ="
+        " e.data; });"
+        f"const page = {json.dumps(framed).replace('</', '<' + chr(92) + '/')};"
+        "const frame = document.createElement('iframe'); frame.sandbox = 'allow-scripts';"
+        "frame.src = URL.createObjectURL(new Blob([page], {type: 'text/html'}));"
+        "document.body.appendChild(frame);</script></body></html>",
         encoding="utf-8",
     )
-    result = chromium("--dump-dom", probe.as_uri(), cwd=tmp_path)
-    exported = result.stdout.split('<pre id="probe">', 1)[1].split("</pre>", 1)[0]
+    result = chromium("--virtual-time-budget=5000", "--dump-dom", harness.as_uri(), cwd=tmp_path)
+    exported = result.stdout.split('<pre id="out">', 1)[1].split("</pre>", 1)[0]
     assert exported.splitlines() == [
         "path,new_label",
         "dotted/dotted_001.jpg,striped",  # the prediction is the suggested label
         "leopard/leopard_001.jpg,striped",  # changed by hand
         "leopard/leopard_000.jpg,dotted",  # a right one: the first other class
-    ]
+    ], result.stderr[-2000:]
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_the_mlflow_ui_opens_the_page_in_its_html_artifact_view(mlflow_server, page, tmp_path):
+    client = MlflowClient(mlflow_server)
+    experiment = client.create_experiment(f"results-page-{tmp_path.name}")
+    run = client.create_run(experiment)
+    client.log_artifact(run.info.run_id, str(page), "evaluation")
+    client.set_terminated(run.info.run_id)
+    url = (
+        f"{mlflow_server}/#/experiments/{experiment}/runs/{run.info.run_id}"
+        "/artifacts/evaluation/results.html"
+    )
+    result = chromium("--virtual-time-budget=30000", "--dump-dom", url, cwd=tmp_path)
+    frames = re.findall(r"<iframe[^>]*>", result.stdout)
+    assert any(
+        'class="mlflow-html-iframe"' in f and 'src="blob:' in f and 'sandbox="allow-scripts"' in f
+        for f in frames
+    ), frames or result.stdout[-2000:]
