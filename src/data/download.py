@@ -29,7 +29,7 @@ import cv2
 from tqdm import tqdm
 
 from src.command_line import REQUIRED, parse_arguments, run_command
-from src.data.fetch import FetchError, fetch_with_retries
+from src.data.fetch import FetchError, HostLookup, fetch_with_retries
 from src.data.images import SIGNATURES, ImageError, decode_image
 from src.data.url_list import UrlEntry, file_stem, normalized_url, read_url_list
 from src.errors import UserError
@@ -103,11 +103,11 @@ def download_images(
     summary = DownloadSummary(root, len(entries) + len(bad_lines))
     summary.failures += [Failure(b.line, "", b.text, "malformed line", b.reason) for b in bad_lines]
     todo, sources = _plan(entries, root, summary)
-    lock = threading.Lock()
+    lock, hosts = threading.Lock(), HostLookup()
 
     def one(entry: UrlEntry) -> tuple[UrlEntry, str | Failure]:
         try:
-            data = fetch_with_retries(entry.url, timeout, max_bytes, retries, backoff)
+            data = fetch_with_retries(entry.url, timeout, max_bytes, retries, backoff, hosts)
             content, suffix = storable_image(data, max_size)
         except FetchError as error:
             return entry, _failure(entry, error.reason, error.detail)
