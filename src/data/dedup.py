@@ -24,9 +24,12 @@ from src.command_line import REQUIRED, parse_arguments, run_command
 from src.data.duplicates import DHASH_SIZE, duplicate_groups, hamming
 from src.data.folders import find_images
 from src.data.inventory import ImageCheck, check_images
+from src.data.overview import GRID_COLUMNS, thumbnail_rows
 from src.errors import UserError
 
 LOG_FILE = "quarantined.tsv"  # in the quarantine folder: path, kept, distance
+SHEET_FILE = "duplicates.png"  # in the dataset folder (beside the class folders, never read)
+SHEET_GROUPS = 60  # groups pictured; the report lists them all
 DEFAULTS = {
     "root": REQUIRED,
     "threshold": 0,  # bits of difference still called a duplicate; 0 as the original
@@ -148,6 +151,18 @@ def report(
     return "\n".join(lines)
 
 
+def duplicates_sheet(root: Path, groups: list[DuplicateGroup], path: Path) -> Path:
+    """A picture of the groups, one row each: the kept image first, then the ones to drop."""
+    rows = []
+    for number, group in enumerate(groups[:SHEET_GROUPS], start=1):
+        row = [(root / group.keep, f"{number}: keep\n{group.keep}")]
+        row += [(root / r, f"drop ({d} bits)\n{r}") for r, d in group.drop[: GRID_COLUMNS - 1]]
+        rows.append(row)
+    more = f", first {SHEET_GROUPS} shown" if len(groups) > SHEET_GROUPS else ""
+    title = f"{len(groups)} group(s) of duplicates in {root.name}{more}"
+    return thumbnail_rows(rows, title, path)
+
+
 def _size(check: ImageCheck) -> str:
     return f"{check.width}x{check.height}"
 
@@ -169,6 +184,8 @@ def main(args: list[str]) -> int:
     print(report(root, groups, checks, options["threshold"], options["hash_size"]))
     if not groups:
         return 0
+    sheet = duplicates_sheet(root, groups, root / SHEET_FILE)
+    print(f"pictured in {sheet}")
     if not options["apply"]:
         print(
             f"dry run, nothing moved; apply=true moves the files marked 'drop' to {folder}/ "

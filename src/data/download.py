@@ -96,10 +96,15 @@ def download_images(
     max_bytes: int = 20_000_000,
 ) -> DownloadSummary:
     """Download every entry of the list at `urls` into `root/<label>/`; returns the summary."""
-    if max_size < 8:
-        raise UserError(f"max_size must be at least 8 px, got {max_size}")
+    for name, value, least in (("max_size", max_size, 8), ("threads", threads, 1)):
+        if value < least:
+            raise UserError(f"{name} must be at least {least}, got {value}")
+    if timeout <= 0 or retries < 0 or backoff < 0 or max_bytes <= 0:
+        raise UserError("timeout and max_mb must be positive, retries and backoff 0 or more")
     entries, bad_lines = read_url_list(urls)
     root = Path(root).expanduser().resolve()
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{root} is a file, not a folder for the images")
     summary = DownloadSummary(root, len(entries) + len(bad_lines))
     summary.failures += [Failure(b.line, "", b.text, "malformed line", b.reason) for b in bad_lines]
     todo, sources = _plan(entries, root, summary)
@@ -121,7 +126,7 @@ def download_images(
 
     try:
         with (
-            ThreadPoolExecutor(max(1, threads)) as pool,
+            ThreadPoolExecutor(threads) as pool,
             tqdm(total=len(todo), desc="downloading", unit="img", disable=not todo) as progress,
         ):
             futures = [pool.submit(one, entry) for entry in todo]

@@ -4,7 +4,6 @@ images per class and split, the distribution of image sizes, a thumbnail grid pe
 Thumbnails go through `load_pixels`, the same decoder and letterbox the model's input does.
 """
 
-import math
 from collections import Counter
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from src.data.presets import load_pixels  # noqa: E402
 
 SPLIT_COLOURS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
 THUMBNAIL = 96  # px per thumbnail
-CAPTION = 14  # px under each thumbnail for its file name
+CAPTION = 20  # px under each thumbnail for its caption (two short lines)
 GRID_COLUMNS = 8
 PER_CLASS = 48  # thumbnails per class grid: a sample spread over the class's sorted files
 
@@ -88,30 +87,40 @@ def image_sizes_figure(sizes: list[tuple[int, int]], path: Path) -> Path:
 
 
 def thumbnail_grid(label: str, files: list[ImageFile], path: Path) -> Path:
-    """Up to PER_CLASS thumbnails, evenly spread over the class's files, with their names.
-    One image of tiles (one axis, not one per tile: fast for many classes)."""
+    """Up to PER_CLASS thumbnails, evenly spread over the class's files, with their names."""
     chosen = _spread(files, PER_CLASS)
-    columns = min(GRID_COLUMNS, max(1, len(chosen)))
-    rows = max(1, math.ceil(len(chosen) / columns))
+    cells = [(f.path, f.relpath.split("/", 1)[-1]) for f in chosen]
+    rows = [cells[i : i + GRID_COLUMNS] for i in range(0, len(cells), GRID_COLUMNS)]
+    shown = f"{len(chosen)} of {len(files)}" if len(chosen) < len(files) else f"{len(files)}"
+    return thumbnail_rows(rows or [[]], f"{label}: {shown} images", path)
+
+
+def thumbnail_rows(rows: list[list[tuple[Path, str]]], title: str, path: Path) -> Path:
+    """Rows of captioned thumbnails, drawn as one image of tiles (one axis, not one per tile:
+    fast for many). Each cell: (image file, caption); an unreadable file is a grey tile."""
+    columns = max(1, max(len(row) for row in rows))
     cell_h = THUMBNAIL + CAPTION
-    mosaic = np.full((rows * cell_h, columns * THUMBNAIL, 3), 255, np.uint8)
-    fig, ax = plt.subplots(figsize=(columns * 1.3, rows * 1.3 * cell_h / THUMBNAIL + 0.4))
-    for i, f in enumerate(chosen):
-        top, left = (i // columns) * cell_h, (i % columns) * THUMBNAIL
-        try:
-            mosaic[top : top + THUMBNAIL, left : left + THUMBNAIL] = load_pixels(
-                f.path.read_bytes(), THUMBNAIL
-            )
-        except (OSError, ImageError):
-            mosaic[top : top + THUMBNAIL, left : left + THUMBNAIL] = 200
-        name = f.relpath.split("/", 1)[-1]
-        name = name if len(name) <= 20 else name[:9] + "…" + name[-10:]
-        ax.text(left + THUMBNAIL / 2, top + THUMBNAIL + 2, name, ha="center", va="top", fontsize=5)
+    mosaic = np.full((len(rows) * cell_h, columns * THUMBNAIL, 3), 255, np.uint8)
+    width = max(columns, 4) * 1.3  # in; wide enough for the title
+    fig, ax = plt.subplots(figsize=(width, len(rows) * 1.3 * cell_h / THUMBNAIL + 0.4))
+    for r, row in enumerate(rows):
+        for c, (image, caption) in enumerate(row):
+            top, left = r * cell_h, c * THUMBNAIL
+            tile = mosaic[top : top + THUMBNAIL, left : left + THUMBNAIL]
+            try:
+                tile[:] = load_pixels(Path(image).read_bytes(), THUMBNAIL)
+            except (OSError, ImageError):
+                tile[:] = 200
+            text = "\n".join(_shorten(line) for line in caption.splitlines())
+            ax.text(left + THUMBNAIL / 2, top + THUMBNAIL + 1, text, ha="center", va="top", size=5)
     ax.imshow(mosaic, interpolation="nearest")
     ax.axis("off")
-    shown = f"{len(chosen)} of {len(files)}" if len(chosen) < len(files) else f"{len(files)}"
-    ax.set_title(f"{label}: {shown} images")
+    ax.set_title(title, fontsize="medium")
     return _save(fig, path)
+
+
+def _shorten(text: str, most: int = 26) -> str:
+    return text if len(text) <= most else text[: most // 2 - 1] + "…" + text[-(most // 2) :]
 
 
 def _spread(files: list[ImageFile], count: int) -> list[ImageFile]:

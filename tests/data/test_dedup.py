@@ -154,11 +154,18 @@ def test_the_dedup_command_reports_first_and_moves_only_with_apply(tmp_path):
         "  drop dotted/0 copy.jpg  256x192, distance 0",
     ]
     assert "group 2:  (in 2 classes: dotted, striped; check the label)" in report
-    assert "dry run, nothing moved" in report and len(files_in(root)) == 16
+    assert f"pictured in {root}/duplicates.png" in report  # beside the class folders
+    assert read_image(root / "duplicates.png").shape[0] > 2 * 96  # a row per group
+    images = files_in(root) - {"duplicates.png"}
+    assert "dry run, nothing moved" in report and len(images) == 16
     applied = dedup("apply=true")
-    assert f"moved 2 file(s) to {root}-quarantine/" in applied and len(files_in(root)) == 14
-    assert "undo=true" in applied
-    assert "moved 2 file(s) back" in dedup("undo=true") and len(files_in(root)) == 16
+    assert f"moved 2 file(s) to {root}-quarantine/" in applied and "undo=true" in applied
+    assert files_in(root) - {"duplicates.png"} == images - {
+        "dotted/0 copy.jpg",
+        "striped/from_dotted_3.jpg",
+    }
+    assert "moved 2 file(s) back" in dedup("undo=true")
+    assert files_in(root) - {"duplicates.png"} == images
 
 
 def unit_files(counts: dict[str, int]) -> list[ImageFile]:
