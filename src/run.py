@@ -31,6 +31,7 @@ from src.data.synthetic import ensure_synthetic_textures
 from src.device import configure, pick_device, resolve_workers
 from src.errors import UserError
 from src.evaluation.metrics import evaluate
+from src.evaluation.results_page import write_results_page
 from src.features.backbone import build_featurizer, feature_size
 from src.features.cache import cached_features
 from src.features.featurize import featurize
@@ -202,6 +203,15 @@ def finish(cfg, job: Job, data: PreparedData, fitted: Fitted, out: Path) -> dict
     log_evaluation(
         reports, data.classes, out, frozenset(EPOCH_METRICS) if fitted.refined else frozenset()
     )
+    write_results_page(
+        out / "evaluation" / "results_test.html",
+        job.files["test"],
+        job.labels["test"],
+        softmax(fitted.logits["test"]),
+        data.classes,
+        data.root,
+        f"{cfg.classifier.name}, {cfg.model.name}, {job.size} px: test results",
+    )
     spec = make_spec(
         fitted.model.cpu(),
         cfg.model.name,
@@ -244,6 +254,8 @@ def prepare(cfg: DictConfig, root: Path, workers: int) -> PreparedData:
         split.test_list,
         Path(cfg.paths.cache_dir) / "image_checks",
         workers + 1,
+        split.get("group_duplicates", False),
+        split.get("duplicate_threshold", 0),
     )
 
 
@@ -328,6 +340,8 @@ def dataset_root(dataset: DictConfig) -> Path:
     if dataset.get("root") in (None, ""):
         raise UserError("dataset=folder needs dataset.root=PATH (a folder of class folders)")
     root = Path(str(dataset.root)).expanduser().resolve()
+    if dataset.get("download") and not root.exists():
+        raise UserError(f"{root} does not exist; download it with: {dataset.download}")
     if "synthetic" in dataset:
         synthetic = dataset.synthetic
         ensure_synthetic_textures(

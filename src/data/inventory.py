@@ -2,8 +2,9 @@
 
 Each file is decoded in full (at a reduced scale where the format allows), so corrupt,
 truncated, zero-byte, non-image, tiny and oversized files are found here rather than in
-the middle of training. Results are cached per file (keyed by size and mtime), so a rerun
-on the same folder only decodes what changed.
+the middle of training. The same decode gives each image's difference hash, for finding
+near-duplicates at no extra cost. Results are cached per file (keyed by size and mtime), so
+a rerun on the same folder only decodes what changed.
 """
 
 import hashlib
@@ -15,11 +16,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from src.data.duplicates import DHASH_SIZE, dhash
 from src.data.folders import ImageFile
 from src.data.images import ImageError, decode_image, image_size
 
 CHECK_SCALE = 64  # px; decoding JPEGs down to this is enough to prove the data is whole
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: with dhash
 
 
 @dataclass(frozen=True)
@@ -27,24 +29,27 @@ class ImageCheck:
     error: str | None  # why the file is unusable, or None
     width: int = 0
     height: int = 0
+    dhash: str = ""  # hex difference hash (duplicates.dhash), "" for unusable files
 
 
 def check_images(
-    files: list[ImageFile], cache_dir: Path | None, num_threads: int
+    files: list[ImageFile], cache_dir: Path | None, num_threads: int, hash_size: int = DHASH_SIZE
 ) -> dict[str, ImageCheck]:
     """Check every file (in threads: OpenCV releases the GIL); returns relpath → ImageCheck."""
     cache_path = _cache_path(cache_dir, files) if cache_dir else None
-    cached = _load_cache(cache_path)
+    cached = _load_cache(cache_path, hash_size)
     results, todo = {}, []
     for f in files:
         entry = cached.get(f.relpath)
         if entry and entry["size"] == f.size and entry["mtime_ns"] == f.mtime_ns:
-            results[f.relpath] = ImageCheck(entry["error"], entry["width"], entry["height"])
+            results[f.relpath] = ImageCheck(
+                entry["error"], entry["width"], entry["height"], entry["dhash"]
+            )
         else:
             todo.append(f)
     if todo:
         with ThreadPoolExecutor(max(1, num_threads)) as pool:
-            checks = pool.map(check_image, [f.path for f in todo])
+            checks = pool.map(lambda p: check_image(p, hash_size), [f.path for f in todo])
             for f, check in tqdm(
                 zip(todo, checks, strict=True),
                 total=len(todo),
@@ -55,20 +60,20 @@ def check_images(
             ):
                 results[f.relpath] = check
         if cache_path:
-            _save_cache(cache_path, files, results)
+            _save_cache(cache_path, files, results, hash_size)
     return results
 
 
-def check_image(path: Path) -> ImageCheck:
+def check_image(path: Path, hash_size: int = DHASH_SIZE) -> ImageCheck:
     try:
         data = path.read_bytes()
         width, height = image_size(data)
-        decode_image(data, at_least=CHECK_SCALE)
+        pixels = decode_image(data, at_least=CHECK_SCALE)
     except ImageError as error:
         return ImageCheck(str(error))
     except OSError as error:
         return ImageCheck(f"unreadable ({error.strerror or error})")
-    return ImageCheck(None, width, height)
+    return ImageCheck(None, width, height, dhash(pixels, hash_size))
 
 
 def _cache_path(cache_dir: Path, files: list[ImageFile]) -> Path:
@@ -78,17 +83,20 @@ def _cache_path(cache_dir: Path, files: list[ImageFile]) -> Path:
     return Path(cache_dir) / f"checks-{hashlib.sha256(root.encode()).hexdigest()[:16]}.json"
 
 
-def _load_cache(path: Path | None) -> dict:
+def _load_cache(path: Path | None, hash_size: int) -> dict:
     if path is None or not path.exists():
         return {}
     try:
         content = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-    return content.get("files", {}) if content.get("version") == CACHE_VERSION else {}
+    current = content.get("version") == CACHE_VERSION and content.get("hash_size") == hash_size
+    return content.get("files", {}) if current else {}
 
 
-def _save_cache(path: Path, files: list[ImageFile], results: dict[str, ImageCheck]) -> None:
+def _save_cache(
+    path: Path, files: list[ImageFile], results: dict[str, ImageCheck], hash_size: int
+) -> None:
     entries = {
         f.relpath: {
             "size": f.size,
@@ -96,10 +104,11 @@ def _save_cache(path: Path, files: list[ImageFile], results: dict[str, ImageChec
             "error": results[f.relpath].error,
             "width": results[f.relpath].width,
             "height": results[f.relpath].height,
+            "dhash": results[f.relpath].dhash,
         }
         for f in files
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"version": CACHE_VERSION, "files": entries}))
+    tmp.write_text(json.dumps({"version": CACHE_VERSION, "hash_size": hash_size, "files": entries}))
     os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache

@@ -2,7 +2,8 @@
 
 The split is a pure function of the file list, the options and the seed. With
 `by="subdir"` every sub-folder inside a class folder is one unit (all its images go to the
-same side), which keeps e.g. several photos of one object from straddling train and test.
+same side), which keeps e.g. several photos of one object from straddling train and test;
+`together` does the same for given groups of files (near-duplicates found by their hashes).
 The validation part is carved from the training part; model selection only ever sees it.
 """
 
@@ -40,8 +41,10 @@ def split_files(
     val_ratio: float = 0.2,
     by: str = "filename",
     test_list: set[str] | None = None,
+    together: list[list[str]] | None = None,
 ) -> dict[str, str]:
-    """Assign each file (by relpath) to "train", "val" or "test"."""
+    """Assign each file (by relpath) to "train", "val" or "test". Files of one `together`
+    group (relpaths) go to one side, as far as they share a class (the split is per class)."""
     if not 0 < train_ratio < 1:
         raise UserError(f"dataset.split.train_ratio must be between 0 and 1, got {train_ratio}")
     if not 0 < val_ratio < 1:
@@ -54,13 +57,13 @@ def split_files(
         if test_list is not None:
             test = [f for f in members if f.relpath in test_list]  # may be none for a class
             rest = [f for f in members if f.relpath not in test_list]
-            _need(label, members, _groups(rest, by), 2, "outside the test list")
-            val, train = _take(_groups(rest, by), val_ratio, rng)
+            _need(label, members, _groups(rest, by, together), 2, "outside the test list", by)
+            val, train = _take(_groups(rest, by, together), val_ratio, rng)
         else:
-            groups = _groups(members, by)
-            _need(label, members, groups, 3, "")
+            groups = _groups(members, by, together)
+            _need(label, members, groups, 3, "", by)
             test, trainval = _take(groups, 1 - train_ratio, rng, keep=2)
-            val, train = _take(_groups(trainval, by), val_ratio, rng)
+            val, train = _take(_groups(trainval, by, together), val_ratio, rng)
         for split, chosen in (("train", train), ("val", val), ("test", test)):
             assignment.update((f.relpath, split) for f in chosen)
     return assignment
@@ -104,15 +107,40 @@ def _by_label(files: list[ImageFile]) -> dict[str, list[ImageFile]]:
     return dict(sorted(grouped.items()))
 
 
-def _groups(members: list[ImageFile], by: str) -> list[list[ImageFile]]:
-    """Units that go to one side whole: single files, or sub-folders of the class folder."""
+def _groups(
+    members: list[ImageFile], by: str, together: list[list[str]] | None = None
+) -> list[list[ImageFile]]:
+    """Units that go to one side whole: single files, or sub-folders of the class folder;
+    units holding members of one `together` group are merged into one."""
     if by == "filename":
-        return [[f] for f in members]
-    grouped = defaultdict(list)
-    for f in members:
-        parts = f.relpath.split("/")  # <class>/<subdir>/.../<file>, or <class>/<file>
-        grouped[parts[1] if len(parts) > 2 else f.relpath].append(f)
-    return [grouped[key] for key in sorted(grouped)]
+        units = [[f] for f in members]
+    else:
+        grouped = defaultdict(list)
+        for f in members:
+            parts = f.relpath.split("/")  # <class>/<subdir>/.../<file>, or <class>/<file>
+            grouped[parts[1] if len(parts) > 2 else f.relpath].append(f)
+        units = [grouped[key] for key in sorted(grouped)]
+    return _merge(units, together) if together else units
+
+
+def _merge(units: list[list[ImageFile]], together: list[list[str]]) -> list[list[ImageFile]]:
+    """Merge the units that share a group; the merged unit sits where its first part was."""
+    unit_of = {f.relpath: k for k, unit in enumerate(units) for f in unit}
+    target = list(range(len(units)))  # each unit's representative: the first unit it joins
+
+    def find(k: int) -> int:
+        while target[k] != k:
+            k = target[k]
+        return k
+
+    for group in together:
+        linked = sorted({find(unit_of[r]) for r in group if r in unit_of})
+        for k in linked[1:]:
+            target[k] = linked[0]
+    merged = defaultdict(list)
+    for k, unit in enumerate(units):
+        merged[find(k)] += unit
+    return [merged[k] for k in sorted(merged)]
 
 
 def _take(groups: list[list[ImageFile]], ratio: float, rng, keep: int = 1) -> tuple[list, list]:
@@ -132,9 +160,10 @@ def _take(groups: list[list[ImageFile]], ratio: float, rng, keep: int = 1) -> tu
     return taken, rest
 
 
-def _need(label, members, groups, minimum, where) -> None:
+def _need(label, members, groups, minimum, where, by) -> None:
     if len(groups) < minimum:
-        unit = "images" if all(len(g) == 1 for g in groups) else "sub-folders"
+        singles = all(len(g) == 1 for g in groups)
+        unit = "images" if singles else "sub-folders" if by == "subdir" else "images or groups"
         first = members[0]
         folder = str(first.path)[: -len(first.relpath)] + label
         raise UserError(

@@ -1,0 +1,89 @@
+"""Near-duplicate images by difference hashing (dhash), as the original workflow described it.
+
+An image's dhash: shrink it to (hash_size + 1) x hash_size grey pixels and keep one bit per
+horizontal neighbour pair (is the right one brighter?). Re-encoding, resizing and small
+colour shifts leave most bits alone, so near-duplicates have hashes a few bits apart
+(their Hamming distance); different images differ in about half of the bits. The same
+computation as `imagehash.dhash`, on the pixels of the project's own decoder.
+"""
+
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+DHASH_SIZE = 16  # the original's hash_size: 16 x 16 = 256 bits
+
+
+def dhash(image: np.ndarray, hash_size: int = DHASH_SIZE) -> str:
+    """The difference hash of an RGB uint8 image, as hex (hash_size² bits)."""
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    small = cv2.resize(grey, (hash_size + 1, hash_size), interpolation=cv2.INTER_AREA)
+    bits = small[:, 1:] > small[:, :-1]
+    return np.packbits(bits).tobytes().hex()
+
+
+def hamming(a: str, b: str) -> int:
+    """The number of bits in which two hex hashes differ."""
+    return (int(a, 16) ^ int(b, 16)).bit_count()
+
+
+def duplicate_groups(hashes: dict[str, str], threshold: int = 0) -> list[list[str]]:
+    """Groups of two or more keys whose hashes are within `threshold` bits of each other,
+    linked transitively (a~b and b~c make one group); each group sorted, groups by first key.
+    Keys without a hash (empty string) are never duplicates."""
+    keys = sorted(k for k, h in hashes.items() if h)
+    if threshold < 0:
+        raise ValueError(f"threshold must be 0 or more, got {threshold}")
+    if threshold == 0:
+        same = defaultdict(list)
+        for key in keys:
+            same[hashes[key]].append(key)
+        groups = [members for members in same.values() if len(members) > 1]
+    else:
+        groups = _near_groups(keys, [hashes[k] for k in keys], threshold)
+    return sorted(groups, key=lambda g: g[0])
+
+
+def straddling(groups: list[list[str]], side: dict[str, str]) -> list[list[str]]:
+    """The groups whose members are not all on one side (of a train/val/test split)."""
+    return [g for g in groups if len({side[k] for k in g if k in side}) > 1]
+
+
+def write_groups_tsv(
+    path: Path, groups: list[list[str]], labels: dict[str, str], split: dict[str, str]
+) -> None:
+    """One row per file: group number (from 1), path, label, split."""
+    rows = [
+        f"{k}\t{relpath}\t{labels[relpath]}\t{split.get(relpath, '')}\n"
+        for k, group in enumerate(groups, start=1)
+        for relpath in group
+    ]
+    Path(path).write_text("group\tpath\tlabel\tsplit\n" + "".join(rows), encoding="utf-8")
+
+
+def _near_groups(keys: list[str], hexes: list[str], threshold: int) -> list[list[str]]:
+    if not keys:
+        return []
+    packed = np.frombuffer(b"".join(bytes.fromhex(h) for h in hexes), np.uint8)
+    ones = np.unpackbits(packed.reshape(len(keys), -1), axis=1).astype(np.int32)
+    parent = list(range(len(keys)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for start in range(0, len(keys), 1024):  # blocks keep the distance matrix small
+        block = ones[start : start + 1024]
+        distance = block @ (1 - ones).T + (1 - block) @ ones.T
+        for i, j in zip(*np.nonzero(distance <= threshold), strict=True):
+            a, b = root(start + i), root(j)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    members = defaultdict(list)
+    for i, key in enumerate(keys):
+        members[root(i)].append(key)
+    return [g for g in members.values() if len(g) > 1]

@@ -1,0 +1,138 @@
+"""Moving images between class folders from a CSV: `python -m src.data.relabel moves=FILE`.
+
+    python -m src.data.relabel moves=relabel.csv root=data/images/fashionTexture             # show
+    python -m src.data.relabel moves=relabel.csv root=data/images/fashionTexture apply=true  # move
+
+The CSV has `path,new_label` rows (a header line is optional): paths relative to the
+dataset root, as the results page exports them. Every row is checked before anything moves:
+an unknown path or label, a path listed twice, or a move onto an existing file refuses the
+whole CSV. `apply=true` moves the files (keeping any sub-folder below the class folder) and
+writes `<moves>.undo.csv`, which moves them back the same way.
+"""
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from src.command_line import REQUIRED, parse_arguments, run_command
+from src.data.folders import find_images
+from src.errors import UserError
+
+DEFAULTS = {"moves": REQUIRED, "root": REQUIRED, "apply": False}
+
+
+@dataclass(frozen=True)
+class Move:
+    line: int
+    source: str  # relpaths
+    target: str
+
+
+def read_moves(moves: Path, root: Path) -> tuple[list[Move], list[str]]:
+    """The moves of a CSV, checked against the dataset; returns (moves, rows that change
+    nothing). Raises UserError naming the first problem (and how many more there are)."""
+    moves, root = Path(moves).expanduser(), Path(root).expanduser().resolve()
+    if not moves.is_file():
+        raise UserError(f"moves file {moves} does not exist")
+    classes, files = find_images(root)
+    known = {f.relpath for f in files}
+    taken = set(known)
+    seen: dict[str, int] = {}
+    planned, unchanged, problems = [], [], []
+    with moves.open(newline="", encoding="utf-8-sig") as handle:
+        rows = list(enumerate(csv.reader(handle), start=1))
+    if rows and [c.strip().lower() for c in rows[0][1]] == ["path", "new_label"]:
+        rows = rows[1:]
+    for number, row in rows:
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) != 2:
+            problems.append(f"line {number}: expected 'path,new_label', got {row}")
+            continue
+        relpath, label = _relpath(row[0].strip(), root), row[1].strip()
+        if relpath not in known:
+            problems.append(f"line {number}: no image {row[0].strip()!r} in {root}")
+        elif label not in classes:
+            problems.append(
+                f"line {number}: {label!r} is not a class of {root} ({', '.join(classes)})"
+            )
+        elif relpath in seen:
+            problems.append(f"line {number}: {relpath} is already moved on line {seen[relpath]}")
+        elif relpath.split("/", 1)[0] == label:
+            unchanged.append(relpath)
+        else:
+            target = f"{label}/{relpath.split('/', 1)[1]}"
+            if target in taken:
+                problems.append(f"line {number}: {target} already exists; nothing is overwritten")
+            else:
+                planned.append(Move(number, relpath, target))
+                taken.add(target)
+        seen.setdefault(relpath, number)
+    if problems:
+        more = f" ({len(problems) - 1} more problem(s) after it)" if len(problems) > 1 else ""
+        raise UserError(f"{moves}, {problems[0]}{more}; nothing was moved")
+    return planned, unchanged
+
+
+def apply_moves(root: Path, moves: list[Move]) -> None:
+    root = Path(root).expanduser().resolve()
+    for move in moves:
+        target = root / move.target
+        if target.exists():  # appeared since the check: still never overwrite
+            raise UserError(f"{target} appeared meanwhile; stopped before moving it")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(root / move.source, target)
+
+
+def write_undo(moves_file: Path, moves: list[Move]) -> Path:
+    """A CSV that moves the files back, next to the moves file (never replacing one)."""
+    moves_file = Path(moves_file).expanduser()
+    path = moves_file.with_name(f"{moves_file.stem}.undo.csv")
+    number = 2
+    while path.exists():
+        path = moves_file.with_name(f"{moves_file.stem}.undo-{number}.csv")
+        number += 1
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "new_label"])
+        writer.writerows([m.target, m.source.split("/", 1)[0]] for m in moves)
+    return path
+
+
+def _relpath(text: str, root: Path) -> str:
+    path = Path(text.replace("\\", "/"))
+    if path.is_absolute():
+        try:
+            path = path.resolve().relative_to(root)
+        except ValueError:
+            return text  # outside the dataset: reported as unknown
+    return path.as_posix()
+
+
+def main(args: list[str]) -> int:
+    options = parse_arguments(args, DEFAULTS)
+    root = Path(options["root"]).expanduser().resolve()
+    moves_file = Path(options["moves"]).expanduser()
+    moves, unchanged = read_moves(moves_file, root)
+    print(f"{len(moves)} move(s) in {moves_file}, dataset {root}:")
+    for move in moves:
+        print(f"  {move.source} → {move.target}")
+    for relpath in unchanged:
+        print(f"  (unchanged: {relpath} is already in {relpath.split('/', 1)[0]})")
+    if not moves:
+        return 0
+    if not options["apply"]:
+        print("dry run, nothing moved; add apply=true to move the files")
+        return 0
+    apply_moves(root, moves)
+    undo = write_undo(moves_file, moves)
+    print(
+        f"moved {len(moves)} file(s); to undo: python -m src.data.relabel moves={undo} "
+        f"root={root} apply=true"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    run_command(main)
