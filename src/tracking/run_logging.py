@@ -6,6 +6,8 @@ from pathlib import Path
 
 import mlflow
 
+from src.data.duplicates import write_groups_tsv
+from src.data.overview import write_overview
 from src.data.prepare import PreparedData
 from src.data.split import write_split_csv
 from src.evaluation.metrics import flat_metrics
@@ -29,9 +31,12 @@ def log_data(data: PreparedData, out: Path) -> None:
             "data.classes": ",".join(data.classes),
         }
     )
+    leaks = data.leaky_duplicates()
     mlflow.log_metrics(
         {
             "data/skipped_files": len(data.skipped),
+            "data/duplicate_groups": len(data.duplicates),
+            "data/leaky_duplicates": len(leaks),
             **{f"data/{s}_images": n for s, n in counts.items()},
         }
     )
@@ -40,6 +45,9 @@ def log_data(data: PreparedData, out: Path) -> None:
     write_split_csv(out / "data" / "split.csv", data.split, labels)
     skipped = "path\treason\n" + "".join(f"{p}\t{r}\n" for p, r in data.skipped)
     (out / "data" / "skipped_files.tsv").write_text(skipped, encoding="utf-8")
+    write_groups_tsv(out / "data" / "leaky_duplicates.tsv", leaks, labels, data.split)
+    sizes = {relpath: (check.width, check.height) for relpath, check in data.checks.items()}
+    write_overview(out / "data", data.classes, data.files, data.split, sizes)
 
 
 def log_svm_selection(C_values: list[float], fit, out: Path) -> None:
