@@ -65,7 +65,6 @@ def use_tracking_store(explicit: str | None) -> str:
         )
     mlflow_run.check_reachable(uri)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     return uri
 
 

@@ -72,7 +72,7 @@ def register_run(client: MlflowClient, run: Run, name: str, alias: str | None) -
         _ensure_registered_model(client, name)
         version = client.create_model_version(
             name,
-            source=model.model_uri,
+            source=model.artifact_location,
             run_id=run_id,
             tags=version_tags(run),
             description=version_description(run),
