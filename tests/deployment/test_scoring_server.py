@@ -73,6 +73,7 @@ BAD_REQUESTS = {
     "invalid base64": ({"image": "not base64 at all!"}, "row 0: the image is not valid base64"),
     "not an image": ({"image": b64(b"%PDF-1.7 a document")}, "not an image (unrecognised format)"),
     "empty image": ({"image": ""}, "row 0: the image is empty"),
+    "null image": ({"image": None}, "row 0: no image (null)"),
     "truncated image": (
         {"image": b64(image_bytes(size=(300, 300))[:400])},
         "corrupt or truncated JPEG data",
