@@ -13,6 +13,7 @@ import pytest
 import requests
 from PIL import Image
 
+from benchmarks.serving import measure_serving_latency
 from src.deployment.registry import register_run
 from src.deployment.scoring_server import scoring_server
 from tests.conftest import image_bytes
@@ -137,3 +138,12 @@ def peak_memory_mb(process_group: int) -> float:
             continue
         peak = max(peak, kilobytes / 1024)
     return peak
+
+
+@pytest.mark.slow  # a second server; the benchmark suite runs it at full size
+def test_the_latency_benchmark_measures_single_and_batched_calls(trained):
+    result = measure_serving_latency(
+        f"runs:/{trained.run_id}/model", trained.uri, calls=5, batch_size=4, batches=2
+    )
+    assert 0 < result["single_image_ms_p50"] <= result["single_image_ms_p95"]
+    assert result["batch_size"] == 4 and result["batch_images_per_s"] > 0
