@@ -1,6 +1,7 @@
 """One tiny real training run, shared by the deployment tests: its store, run and model."""
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -59,3 +60,10 @@ def run_module(
         timeout=timeout,
         env=environment,
     )
+
+
+def readme_python_block(containing: str) -> str:
+    """The README's ```python block that contains `containing`: documented code is tested."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if containing in b]
+    return block

@@ -2,6 +2,9 @@
 
 import base64
 import json
+import os
+import subprocess
+import sys
 
 import mlflow
 import numpy as np
@@ -17,8 +20,8 @@ from src.deployment.onnx_export import export_onnx
 from src.errors import UserError
 from src.export import export
 from src.features.backbone import build_featurizer
-from tests.conftest import image_bytes
-from tests.deployment.conftest import CLASSES, run_module
+from tests.conftest import ROOT, image_bytes
+from tests.deployment.conftest import CLASSES, readme_python_block, run_module
 
 
 def tiny_classifier(head: str, l2_normalize: bool) -> ImageClassifier:
@@ -82,6 +85,22 @@ def test_a_logged_model_exports_and_onnxruntime_scores_like_the_served_model(tra
     )
     assert [classes[k] for k in probabilities.argmax(axis=1)] == list(served["label"])
     assert np.abs(probabilities - served[classes].to_numpy()).max() < 1e-4
+
+    # and the README's onnxruntime example, as written, prints the same labels
+    (tmp_path / "a.jpg").write_bytes(images[0])
+    (tmp_path / "b.png").write_bytes(image_bytes("PNG", size=(120, 80), seed=1))
+    example = readme_python_block('onnxruntime.InferenceSession("model.onnx"')
+    result = subprocess.run(
+        [sys.executable, "-c", example],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = [line.split()[:2] for line in result.stdout.splitlines()]
+    assert printed == [["a.jpg", served["label"][0]], ["b.png", served["label"][1]]]
 
 
 def test_an_unknown_format_is_refused():

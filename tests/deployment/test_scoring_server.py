@@ -7,6 +7,9 @@ answer the next good request.
 
 import base64
 import io
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,7 @@ from benchmarks.serving import measure_serving_latency
 from src.deployment.registry import register_run
 from src.deployment.scoring_server import scoring_server
 from tests.conftest import image_bytes
-from tests.deployment.conftest import CLASSES
+from tests.deployment.conftest import CLASSES, readme_python_block
 
 
 def b64(data: bytes) -> str:
@@ -68,6 +71,23 @@ def test_the_original_services_column_name_and_the_split_format_work_too(server)
     split = score(server, {"dataframe_split": {"columns": ["image"], "data": [[image]]}})
     assert original.status_code == split.status_code == 200
     assert original.json() == split.json() == score(server, GOOD).json()
+
+
+def test_the_readme_client_prints_the_label_and_the_round_trip_time(server, tmp_path):
+    image = image_bytes(size=(120, 90), seed=7)
+    (tmp_path / "my_image.jpg").write_bytes(image)
+    client = readme_python_block('URL = "http://127.0.0.1:5001/invocations"')
+    client = client.replace("http://127.0.0.1:5001", server.url)
+    result = subprocess.run(
+        [sys.executable, "-c", client], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected = score(server, {"dataframe_records": [{"image": b64(image)}]}).json()
+    label = expected["predictions"][0]["label"]
+    lines = result.stdout.splitlines()
+    assert len(lines) == 5
+    for line in lines:
+        assert re.fullmatch(rf"{label} \(score \d\.\d\d\) in \d+ ms", line), line
 
 
 BAD_REQUESTS = {
