@@ -11,6 +11,7 @@ import pytest
 from src.deployment.atomic import written_atomically
 from src.deployment.registry import register_run
 from src.errors import UserError
+from src.predict import predict
 from tests.conftest import image_bytes
 from tests.deployment.conftest import CLASSES, run_module
 
@@ -95,19 +96,12 @@ def test_single_files_by_registered_alias_match_the_served_models_scores(trained
         assert float(rows[0][c]) == pytest.approx(served[c][0], abs=1e-5)
 
 
-def test_a_missing_input_is_a_one_line_error_and_no_file_is_written(trained, tmp_path):
+def test_a_missing_input_is_an_error_before_the_model_is_loaded_and_nothing_is_written(tmp_path):
     output = tmp_path / "predictions.csv"
-    result = run_module(
-        "src.predict",
-        f"model=runs:/{trained.run_id}/model",
-        f"input={tmp_path / 'nowhere'}",
-        f"output={output}",
-        f"tracking_uri={trained.uri}",
-    )
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [
-        f"error: input {tmp_path / 'nowhere'} does not exist"
-    ]
+    with pytest.raises(UserError, match=f"input {tmp_path / 'nowhere'} does not exist"):
+        predict(["model=runs:/not-even-looked-up/model", f"input={tmp_path / 'nowhere'}"])
+    with pytest.raises(UserError, match="no image files in"):
+        predict(["model=m", f"input={tmp_path}", f"output={output}"])
     assert not output.exists()
 
 
