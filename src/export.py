@@ -25,7 +25,7 @@ def export(argv: list[str]) -> None:
     missing = [p for p in ("onnx", "onnxscript", "onnxruntime") if not find_spec(p)]
     if missing:
         raise UserError(
-            f"ONNX export needs {', '.join(missing)}: pip install -e \".[onnx]\" (or .[dev])"
+            f'ONNX export needs {", ".join(missing)}: pip install -e ".[onnx]" (or .[dev])'
         )
     if needs_tracking_store(arguments["model"]):
         use_tracking_store(arguments["tracking_uri"])

@@ -51,7 +51,7 @@ def export_onnx(
         verbose=False,
     )
     program.model.doc_string = (
-        f"uint8 RGB pixels (N, {size}, {size}, 3), {preprocessing}ed to {size} px → "
+        f"uint8 RGB pixels (N, {size}, {size}, 3) after {preprocessing} to {size} px → "
         f"logits and probabilities over {len(classes)} classes (metadata: classes)"
     )
     program.model.metadata_props.update(
