@@ -8,7 +8,7 @@ export it. Registering again makes a new version and moves the alias to it.
 from mlflow.tracking import MlflowClient
 
 from src.command_line import parse_arguments, run_command, use_tracking_store
-from src.deployment.registry import OBJECTIVE, best_run_of_study, find_run, register_run
+from src.deployment.registry import OBJECTIVE, best_run_of_study, final, find_run, register_run
 from src.errors import UserError
 
 
@@ -26,7 +26,7 @@ def register(argv: list[str]) -> None:
     run = find_run(client, run_id) if run_id else best_run_of_study(client, study)
     name, alias = arguments["name"], arguments["alias"] or None
     version = register_run(client, run, name, alias)
-    objective = run.data.metrics.get(OBJECTIVE)
+    objective = final(run.data.metrics, OBJECTIVE)
     print(
         f"registered run {run.info.run_id} as {name} version {version.version}"
         + (f" ({OBJECTIVE} {objective:.4f})" if objective is not None else "")

@@ -1,6 +1,6 @@
 """Putting a run's model into MLflow's model registry, under a name and an alias.
 
-A version is made from a run (its logged `model`), or from a sweep: the finished trial with
+A version is made from a run (its logged `model`), or from a sweep: the completed trial with
 the best validation class-averaged accuracy (the objective sweeps maximise; model selection
 never looks at test metrics). The version carries its run's headline metrics as tags and in
 its description, so the registry shows what was deployed. Aliases (`champion`, ...) replace
@@ -32,24 +32,40 @@ def find_run(client: MlflowClient, run_id: str) -> Run:
         raise UserError(f"no run with id {run_id!r} in {client.tracking_uri}") from None
 
 
+def final(metrics: dict, name: str) -> float | None:
+    """The final model's value of a metric. A refinement logs `val/class_avg_accuracy` per
+    epoch (its latest value is the last epoch's) and the final model's as
+    `val/eval_class_avg_accuracy`; other runs log the final value under the plain name."""
+    split, _, metric = name.partition("/")
+    return metrics.get(f"{split}/eval_{metric}", metrics.get(name))
+
+
 def best_run_of_study(client: MlflowClient, study: str) -> Run:
-    """The study's FINISHED trial run with the highest validation class-averaged accuracy."""
+    """The study's best completed trial by the final model's validation class-averaged
+    accuracy; ties go to the earlier trial. Pruned trials (FINISHED runs, but stopped
+    early and without a model) and failed ones are left out."""
     if "'" in study:
         raise UserError(f"study name {study!r} contains a quote")
     experiments = [e.experiment_id for e in client.search_experiments()]
-    tagged = f"tags.`{STUDY_TAG}` = '{study}'"
-    best = client.search_runs(
-        experiments,
-        f"{tagged} AND attributes.status = 'FINISHED' AND metrics.`{OBJECTIVE}` >= 0",
-        order_by=[f"metrics.`{OBJECTIVE}` DESC", "attributes.start_time ASC"],
-        max_results=1,
-    )
-    if best:
-        return best[0]
-    if client.search_runs(experiments, tagged, max_results=1):
-        raise UserError(f"study {study!r} has no finished trial run with the metric {OBJECTIVE}")
-    raise UserError(
-        f"no runs of study {study!r} in {client.tracking_uri} (none is tagged {STUDY_TAG}={study})"
+    runs = _all_runs(client, experiments, f"tags.`{STUDY_TAG}` = '{study}'")
+    if not runs:
+        raise UserError(
+            f"no runs of study {study!r} in {client.tracking_uri} "
+            f"(none is tagged {STUDY_TAG}={study})"
+        )
+    completed = [
+        run
+        for run in runs
+        if run.info.status == "FINISHED"
+        and final(run.data.metrics, OBJECTIVE) is not None
+        and run.data.tags.get("optuna.pruned") != "true"
+        and run.data.tags.get("optuna.state", "COMPLETE") == "COMPLETE"
+    ]
+    if not completed:
+        raise UserError(f"study {study!r} has no completed trial run with the metric {OBJECTIVE}")
+    return max(
+        completed,
+        key=lambda run: (final(run.data.metrics, OBJECTIVE), -run.info.start_time),
     )
 
 
@@ -90,23 +106,28 @@ def register_run(client: MlflowClient, run: Run, name: str, alias: str | None) -
 
 
 def version_tags(run: Run) -> dict[str, str]:
-    """The run's headline metrics (e.g. `val/class_avg_accuracy`), its id and its tags."""
-    metrics = run.data.metrics
-    tags = {key: f"{metrics[key]:.6g}" for key in HEADLINE if key in metrics}
+    """The final model's headline metrics (e.g. `val/class_avg_accuracy`), the run's id and
+    its tags."""
+    tags = {key: f"{value:.6g}" for key, value in headline(run).items()}
     tags["run_id"] = run.info.run_id
     tags.update({key: run.data.tags[key] for key in COPIED_TAGS if key in run.data.tags})
     return tags
 
 
 def version_description(run: Run) -> str:
-    metrics, tags = run.data.metrics, run.data.tags
+    tags = run.data.tags
     lines = [f"From run {run.info.run_id} ({run.info.run_name})."]
     if STUDY_TAG in tags:
         lines.append(
             f"Best trial ({tags.get(TRIAL_TAG, '?')}) of study {tags[STUDY_TAG]} by {OBJECTIVE}."
         )
-    lines += [f"- {key}: {metrics[key]:.4f}" for key in HEADLINE if key in metrics]
+    lines += [f"- {key}: {value:.4f}" for key, value in headline(run).items()]
     return "\n".join(lines)
+
+
+def headline(run: Run) -> dict[str, float]:
+    values = {key: final(run.data.metrics, key) for key in HEADLINE}
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def _ensure_registered_model(client: MlflowClient, name: str) -> None:
@@ -114,3 +135,13 @@ def _ensure_registered_model(client: MlflowClient, name: str) -> None:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name)
+
+
+def _all_runs(client: MlflowClient, experiments: list[str], filter_string: str) -> list[Run]:
+    runs, token = [], None
+    while True:
+        page = client.search_runs(experiments, filter_string, page_token=token)
+        runs += page
+        token = page.token
+        if not token:
+            return runs

@@ -8,7 +8,13 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from src.deployment.registry import OBJECTIVE, best_run_of_study, register_run
+from src.deployment.registry import (
+    OBJECTIVE,
+    best_run_of_study,
+    register_run,
+    version_description,
+    version_tags,
+)
 from src.errors import UserError
 from src.register import register
 from tests.conftest import image_bytes
@@ -19,9 +25,11 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def make_run(client: MlflowClient, study: str, metrics: dict, status: str = "FINISHED") -> str:
+def make_run(
+    client: MlflowClient, study: str, metrics: dict, status: str = "FINISHED", **tags
+) -> str:
     experiment = client.get_experiment_by_name("Default") or client.get_experiment("0")
-    run = client.create_run(experiment.experiment_id, tags={"optuna.study": study})
+    run = client.create_run(experiment.experiment_id, tags={"optuna.study": study, **tags})
     for key, value in metrics.items():
         client.log_metric(run.info.run_id, key, value)
     client.set_terminated(run.info.run_id, status)
@@ -71,9 +79,26 @@ def test_a_studys_best_trial_is_chosen_by_validation_accuracy_never_by_test(trai
     chosen = make_run(client, study, {OBJECTIVE: 0.80, "test/class_avg_accuracy": 0.10})
     make_run(client, study, {OBJECTIVE: 0.60, "test/class_avg_accuracy": 0.99})
     make_run(client, study, {OBJECTIVE: 0.95}, status="FAILED")  # a crashed trial
-    make_run(client, study, {})  # pruned before it reported
+    make_run(client, study, {})  # stopped before it reported
+    # pruned: its run ends FINISHED with a good epoch logged, but it has no final model
+    make_run(client, study, {OBJECTIVE: 0.97}, **{"optuna.pruned": "true"})
+    make_run(client, study, {OBJECTIVE: 0.96}, **{"optuna.state": "PRUNED"})
+    # a refinement: its last epoch scored 0.9, its final (best-epoch) model 0.7
+    make_run(client, study, {OBJECTIVE: 0.9, "val/eval_class_avg_accuracy": 0.7})
     make_run(client, unique("other-study"), {OBJECTIVE: 1.0})
     assert best_run_of_study(client, study).info.run_id == chosen
+
+
+def test_a_refined_runs_final_metrics_are_the_ones_on_its_version(trained):
+    client = trained.client
+    run_id = make_run(
+        client,
+        "refined",
+        {OBJECTIVE: 0.9, "val/eval_class_avg_accuracy": 0.7, "test/eval_accuracy": 0.6},
+    )
+    run = client.get_run(run_id)
+    assert version_tags(run)[OBJECTIVE] == "0.7" and version_tags(run)["test/accuracy"] == "0.6"
+    assert f"{OBJECTIVE}: 0.7000" in version_description(run)
 
 
 def test_register_by_study_registers_its_best_trials_model(trained):
@@ -90,7 +115,7 @@ def test_register_by_study_registers_its_best_trials_model(trained):
 def test_a_study_without_finished_trials_or_without_runs_is_a_clear_error(trained):
     client, study = trained.client, unique("crashed")
     make_run(client, study, {OBJECTIVE: 0.9}, status="FAILED")
-    with pytest.raises(UserError, match=f"study '{study}' has no finished trial run"):
+    with pytest.raises(UserError, match=f"study '{study}' has no completed trial run"):
         best_run_of_study(client, study)
     with pytest.raises(UserError, match="no runs of study 'nonesuch'.*optuna.study=nonesuch"):
         best_run_of_study(client, "nonesuch")
