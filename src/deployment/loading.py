@@ -5,6 +5,8 @@ as MLflow rebuilt it from the model's own code and weights), so batch prediction
 use exactly what the scoring server runs: its network, classes, size and preprocessing.
 """
 
+import os
+
 import mlflow
 from mlflow.exceptions import MlflowException
 
@@ -15,6 +17,8 @@ URI_FORMS = "models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/mo
 
 def load_image_classifier(uri: str):
     """The model at `uri` (anything `mlflow.pyfunc.load_model` takes), unwrapped."""
+    # a bar per downloaded file (the model ships its code) is noise beside our own progress
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         model = mlflow.pyfunc.load_model(uri)
     except (MlflowException, OSError) as error:
