@@ -41,9 +41,13 @@ def resolve_workers(num_workers: int | str, device: torch.device) -> int:
     """`auto`: on a GPU, enough decoding processes to feed it; on the CPU, where the model
     itself uses every core, one worker per two cores overlaps decoding with compute."""
     if num_workers != "auto":
-        if int(num_workers) < 0:
+        try:
+            count = int(num_workers)
+        except ValueError:
+            count = -1
+        if count < 0:
             raise UserError(f"num_workers must be 0 or more (or auto), got {num_workers}")
-        return int(num_workers)
+        return count
     cores = cpu_count()
     return min(8, cores) if device.type == "cuda" else max(1, cores // 2)
 

@@ -57,9 +57,9 @@ class ImageClassifierModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         column = next((c for c in IMAGE_COLUMNS if c in model_input.columns), None)
         if column is None:
+            # the server's schema check has already dropped unknown columns, so none are named
             raise bad_request(
-                f"no image column: expected one of {list(IMAGE_COLUMNS)}, "
-                f"got {list(model_input.columns)}"
+                f"no image column: expected a column named one of {list(IMAGE_COLUMNS)}"
             )
         pixels = [self.pixels_of(value, row) for row, value in enumerate(model_input[column])]
         return self.to_frame(
@@ -67,7 +67,13 @@ class ImageClassifierModel(mlflow.pyfunc.PythonModel):
         )
 
     def pixels_of(self, value, row: int) -> np.ndarray:
-        if not isinstance(value, (str, bytes)) or not value:
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            raise bad_request(f"row {row}: no image (null); expected base64-encoded bytes")
+        if not isinstance(value, (str, bytes)):
+            raise bad_request(
+                f"row {row}: the image is a {type(value).__name__}; expected a base64 string"
+            )
+        if not value:
             raise bad_request(f"row {row}: the image is empty; expected base64-encoded bytes")
         try:
             data = base64.b64decode(value, validate=True)

@@ -1,0 +1,147 @@
+"""Putting a run's model into MLflow's model registry, under a name and an alias.
+
+A version is made from a run (its logged `model`), or from a sweep: the completed trial with
+the best validation class-averaged accuracy (the objective sweeps maximise; model selection
+never looks at test metrics). The version carries its run's headline metrics as tags and in
+its description, so the registry shows what was deployed. Aliases (`champion`, ...) replace
+the stages MLflow 3 deprecated: `models:/<name>@<alias>` always means the aliased version.
+"""
+
+from mlflow.entities import Run
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from src.errors import UserError
+
+MODEL_NAME = "model"  # the name `src.run` logs its model under
+OBJECTIVE = "val/class_avg_accuracy"  # what a sweep maximises; picks a study's best trial
+STUDY_TAG, TRIAL_TAG = "optuna.study", "optuna.trial"  # set on each trial's run by sweeps
+HEADLINE = [
+    f"{split}/{metric}"
+    for split in ("train", "val", "test")
+    for metric in ("accuracy", "class_avg_accuracy", "auc_micro", "auc_macro")
+]
+COPIED_TAGS = ("classifier", "model", "dataset", "pretrained", "git_commit", STUDY_TAG, TRIAL_TAG)
+
+
+def find_run(client: MlflowClient, run_id: str) -> Run:
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        raise UserError(f"no run with id {run_id!r} in {client.tracking_uri}") from None
+
+
+def final(metrics: dict, name: str) -> float | None:
+    """The final model's value of a metric. A refinement logs `val/class_avg_accuracy` per
+    epoch (its latest value is the last epoch's) and the final model's as
+    `val/eval_class_avg_accuracy`; other runs log the final value under the plain name."""
+    split, _, metric = name.partition("/")
+    return metrics.get(f"{split}/eval_{metric}", metrics.get(name))
+
+
+def best_run_of_study(client: MlflowClient, study: str) -> Run:
+    """The study's best completed trial by the final model's validation class-averaged
+    accuracy; ties go to the earlier trial. Pruned trials (FINISHED runs, but stopped
+    early and without a model) and failed ones are left out."""
+    if "'" in study:
+        raise UserError(f"study name {study!r} contains a quote")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = _all_runs(client, experiments, f"tags.`{STUDY_TAG}` = '{study}'")
+    if not runs:
+        raise UserError(
+            f"no runs of study {study!r} in {client.tracking_uri} "
+            f"(none is tagged {STUDY_TAG}={study})"
+        )
+    completed = [
+        run
+        for run in runs
+        if run.info.status == "FINISHED"
+        and final(run.data.metrics, OBJECTIVE) is not None
+        and run.data.tags.get("optuna.pruned") != "true"
+        and run.data.tags.get("optuna.state", "COMPLETE") == "COMPLETE"
+    ]
+    if not completed:
+        raise UserError(f"study {study!r} has no completed trial run with the metric {OBJECTIVE}")
+    return max(
+        completed,
+        key=lambda run: (final(run.data.metrics, OBJECTIVE), -run.info.start_time),
+    )
+
+
+def register_run(client: MlflowClient, run: Run, name: str, alias: str | None) -> ModelVersion:
+    """A new version of registered model `name` from the run's logged model, aliased `alias`."""
+    run_id = run.info.run_id
+    if run.info.status != "FINISHED":
+        raise UserError(f"run {run_id} is {run.info.status}; only a finished run is registered")
+    logged = [
+        m
+        for m in client.search_logged_models(
+            [run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
+        )
+        if m.name == MODEL_NAME
+    ]
+    if not logged:
+        raise UserError(f"run {run_id} has no logged model named {MODEL_NAME!r}")
+    model = logged[-1]
+    try:
+        _ensure_registered_model(client, name)
+        version = client.create_model_version(
+            name,
+            source=model.artifact_location,
+            run_id=run_id,
+            tags=version_tags(run),
+            description=version_description(run),
+            model_id=model.model_id,
+        )
+    except MlflowException as error:  # an invalid name, a store that refuses
+        raise UserError(f"registering {name!r}: {error.message.splitlines()[0]}") from None
+    if alias:
+        try:
+            client.set_registered_model_alias(name, alias, version.version)
+        except MlflowException as error:  # an invalid alias: leave no version without it
+            client.delete_model_version(name, version.version)
+            raise UserError(f"alias {alias!r}: {error.message.splitlines()[0]}") from None
+    return version
+
+
+def version_tags(run: Run) -> dict[str, str]:
+    """The final model's headline metrics (e.g. `val/class_avg_accuracy`), the run's id and
+    its tags."""
+    tags = {key: f"{value:.6g}" for key, value in headline(run).items()}
+    tags["run_id"] = run.info.run_id
+    tags.update({key: run.data.tags[key] for key in COPIED_TAGS if key in run.data.tags})
+    return tags
+
+
+def version_description(run: Run) -> str:
+    tags = run.data.tags
+    lines = [f"From run {run.info.run_id} ({run.info.run_name})."]
+    if STUDY_TAG in tags:
+        lines.append(
+            f"Best trial ({tags.get(TRIAL_TAG, '?')}) of study {tags[STUDY_TAG]} by {OBJECTIVE}."
+        )
+    lines += [f"- {key}: {value:.4f}" for key, value in headline(run).items()]
+    return "\n".join(lines)
+
+
+def headline(run: Run) -> dict[str, float]:
+    values = {key: final(run.data.metrics, key) for key in HEADLINE}
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _ensure_registered_model(client: MlflowClient, name: str) -> None:
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name)
+
+
+def _all_runs(client: MlflowClient, experiments: list[str], filter_string: str) -> list[Run]:
+    runs, token = [], None
+    while True:
+        page = client.search_runs(experiments, filter_string, page_token=token)
+        runs += page
+        token = page.token
+        if not token:
+            return runs

@@ -1,0 +1,126 @@
+"""Batch prediction: `python -m src.predict` over a folder or files, written as one CSV."""
+
+import base64
+import csv
+import shutil
+
+import mlflow
+import pandas as pd
+import pytest
+
+from src.deployment.atomic import written_atomically
+from src.deployment.registry import register_run
+from src.errors import UserError
+from src.predict import predict
+from tests.conftest import image_bytes
+from tests.deployment.conftest import CLASSES, run_module
+
+COLUMNS = ["path", "label", "score", *CLASSES, "error"]
+
+
+def read_rows(path) -> list[dict]:
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        assert reader.fieldnames == COLUMNS
+        return list(reader)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """A folder as a user has it: sub-folders, one corrupt JPEG, a note, a hidden file."""
+    folder = tmp_path_factory.mktemp("photos")
+    (folder / "holiday" / "day 2").mkdir(parents=True)
+    for i, name in enumerate(["a.jpg", "holiday/b.png", "holiday/day 2/c.JPG", "d.webp"]):
+        fmt = {"jpg": "JPEG", "png": "PNG", "JPG": "JPEG", "webp": "WEBP"}[name.split(".")[-1]]
+        (folder / name).write_bytes(image_bytes(fmt, size=(90, 60), seed=i))
+    (folder / "holiday" / "broken.jpg").write_bytes(image_bytes(size=(200, 200))[:300])
+    (folder / "notes.txt").write_text("not a picture")
+    (folder / ".thumbnail.jpg").write_bytes(image_bytes())
+    return folder
+
+
+def test_a_folder_is_scored_recursively_and_a_corrupt_file_gets_an_error_row(
+    trained, photos, tmp_path
+):
+    output = tmp_path / "out" / "predictions.csv"
+    result = run_module(
+        "src.predict",
+        f"model=runs:/{trained.run_id}/model",
+        f"input={photos}",
+        f"output={output}",
+        "batch_size=2",  # several batches, one of them with the corrupt file in it
+        f"tracking_uri={trained.uri}",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "4 images scored on cpu, 1 unreadable (see the error column)" in result.stdout
+    assert "predicting" in result.stderr  # the progress bar
+    rows = {r["path"]: r for r in read_rows(output)}
+    assert sorted(rows) == sorted(
+        str(photos / n)
+        for n in ["a.jpg", "d.webp", "holiday/b.png", "holiday/broken.jpg", "holiday/day 2/c.JPG"]
+    )
+    broken = rows.pop(str(photos / "holiday" / "broken.jpg"))
+    assert broken["error"] == "corrupt or truncated JPEG data" and broken["label"] == ""
+    for row in rows.values():
+        scores = {c: float(row[c]) for c in CLASSES}
+        assert row["error"] == "" and row["label"] == max(scores, key=scores.get)
+        assert float(row["score"]) == pytest.approx(scores[row["label"]])
+        assert sum(scores.values()) == pytest.approx(1, abs=1e-5)
+    assert [p.name for p in output.parent.iterdir()] == ["predictions.csv"]  # no temp left
+
+
+def test_single_files_by_registered_alias_match_the_served_models_scores(trained, photos, tmp_path):
+    client = trained.client
+    register_run(client, client.get_run(trained.run_id), "batch-model", "champion")
+    single = tmp_path / "one.jpg"
+    shutil.copy(photos / "a.jpg", single)
+    output = tmp_path / "one.csv"
+    result = run_module(
+        "src.predict",
+        "model=models:/batch-model@champion",
+        f"input=[{single},{photos / 'holiday' / 'b.png'}]",
+        f"output={output}",
+        "num_workers=0",
+        env={"MLFLOW_TRACKING_URI": trained.uri},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = read_rows(output)
+    assert [r["path"] for r in rows] == [str(single), str(photos / "holiday" / "b.png")]
+
+    mlflow.set_tracking_uri(trained.uri)
+    served = mlflow.pyfunc.load_model("models:/batch-model@champion").predict(
+        pd.DataFrame({"image": [base64.b64encode(single.read_bytes()).decode()]})
+    )
+    assert rows[0]["label"] == served["label"][0]
+    for c in CLASSES:
+        assert float(rows[0][c]) == pytest.approx(served[c][0], abs=1e-5)
+
+
+def test_a_missing_input_is_an_error_before_the_model_is_loaded_and_nothing_is_written(tmp_path):
+    output = tmp_path / "predictions.csv"
+    with pytest.raises(UserError, match=f"input {tmp_path / 'nowhere'} does not exist"):
+        predict(["model=runs:/not-even-looked-up/model", f"input={tmp_path / 'nowhere'}"])
+    with pytest.raises(UserError, match="no image files in"):
+        predict(["model=m", f"input={tmp_path}", f"output={output}"])
+    assert not output.exists()
+
+
+def test_an_output_file_is_replaced_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "predictions.csv"
+    target.write_text("the previous results\n")
+    with pytest.raises(KeyboardInterrupt), written_atomically(target) as temporary:
+        temporary.write_text("path,label\nhalf")
+        raise KeyboardInterrupt
+    assert target.read_text() == "the previous results\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["predictions.csv"]
+    with written_atomically(target) as temporary:
+        temporary.write_text("new\n")
+    assert target.read_text() == "new\n"
+
+
+def test_an_output_that_is_a_folder_is_refused(tmp_path):
+    with (
+        pytest.raises(UserError, match="is a folder; expected a file name"),
+        written_atomically(tmp_path),
+    ):
+        pass
