@@ -16,4 +16,5 @@ def test_run_lands_on_a_tracking_server_with_artifacts_and_model(mlflow_server, 
     assert "evaluation/roc_test.png" in artifacts
     assert client.search_logged_models([experiment.experiment_id])
     assert f"{mlflow_server}/#/experiments/{experiment.experiment_id}/runs/" in result.stdout
-    assert not (tmp_path / "mlruns").exists()  # nothing went to a local store
+    local = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")  # the test's own, unused
+    assert not local.search_runs([e.experiment_id for e in local.search_experiments()])
