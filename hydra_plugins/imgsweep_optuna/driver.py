@@ -140,6 +140,15 @@ def _run_sweep(sweeper, arguments: list[str]):
 
 
 def _worker(context: dict) -> None:
+    try:
+        _trials(context)
+    except Exception as error:  # a bug in the driver: stop the sweep and say so
+        log.exception("the sweep's driver failed")
+        context["errors"].append(f"the sweep's driver failed: {error!r}")
+        context["stop"].set()
+
+
+def _trials(context: dict) -> None:
     study, n_trials = context["study"], context["n_trials"]
     while not context["stop"].is_set():
         fail_orphans(study)
@@ -198,15 +207,15 @@ def _run_trial(context: dict, trial: optuna.Trial, params: dict) -> None:
     except Exception as launch_error:  # noqa: BLE001 - a trial's failure is not the sweep's
         value, error = None, launch_error
     if isinstance(error, optuna.TrialPruned):
-        study.tell(trial, state=TrialState.PRUNED)
+        _tell(study, trial, state=TrialState.PRUNED)
         outcome = f"pruned ({error})"
     elif error is None and value is not None and math.isfinite(value):
-        study.tell(trial, float(value))
+        _tell(study, trial, float(value))
         outcome = f"{value:.4f}"
     else:
         message = str(error) if error is not None else f"returned {value!r}, not a number"
         trial.set_user_attr("error", message[:2000])
-        study.tell(trial, state=TrialState.FAIL)
+        _tell(study, trial, state=TrialState.FAIL)
         context["failures"][0] += 1
         outcome = f"FAILED: {message.splitlines()[0] if message else type(error).__name__}"
     log.info(f"trial {trial.number}: {outcome}")
@@ -216,6 +225,17 @@ def _run_trial(context: dict, trial: optuna.Trial, params: dict) -> None:
         refresh_parent(context["uri"], context["parent"], study)
     except Exception as report_error:  # noqa: BLE001 - figures must not stop a sweep
         log.warning(f"could not refresh the sweep's figures: {report_error}")
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, value=None, state=None) -> None:
+    """study.tell, where a grid sampler that ran out of points does not stop us: it calls
+    `study.stop()`, which works only inside `study.optimize`. The result is stored anyway
+    (Optuna stores it in a `finally`); this sweep's own loop decides when to stop."""
+    try:
+        study.tell(trial, value, state=state)
+    except RuntimeError as error:
+        if "Study.stop" not in str(error):
+            raise
 
 
 def _tag_child(uri: str, trial) -> None:

@@ -32,6 +32,8 @@ SIGNATURES = {  # first bytes of each format, to tell a broken image from a non-
     b"II*\x00": "TIFF",
     b"MM\x00*": "TIFF",
 }
+# OpenCV 4.10+ decodes straight to RGB; older ones give BGR, converted after
+RGB_FLAG = getattr(cv2, "IMREAD_COLOR_RGB", None)
 REDUCED_FLAGS = {2: 16, 4: 32, 8: 64}  # OpenCV's IMREAD_REDUCED_* bits, by scale factor
 
 
@@ -63,13 +65,13 @@ def decode_image(data: bytes, at_least: int = 0) -> np.ndarray:
         raise ImageError(f"too small ({width}x{height} px)")
     if _needs_pillow(probe):
         return _decode_with_pillow(probe)
-    flags = cv2.IMREAD_COLOR_RGB
+    flags = RGB_FLAG or cv2.IMREAD_COLOR
     if probe.format == "JPEG":
         flags |= _reduction_flag(min(width, height), at_least)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if image is None:
         raise ImageError(f"corrupt or truncated {probe.format} data")
-    return image
+    return image if RGB_FLAG else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def image_size(data: bytes) -> tuple[int, int]:
