@@ -5,6 +5,7 @@ data → features → classifier → evaluation, recording everything in one MLf
 returns the objective (validation class-averaged accuracy) for sweepers to maximise.
 """
 
+import dataclasses
 import logging
 import os
 import sys
@@ -34,7 +35,6 @@ from src.evaluation.metrics import evaluate
 from src.evaluation.results_page import write_results_page
 from src.features.backbone import build_featurizer, feature_size
 from src.features.cache import cached_features
-from src.features.featurize import featurize
 from src.overrides import prepare_overrides
 from src.tracking import mlflow_run
 from src.tracking.epochs import EpochLogger
@@ -132,39 +132,15 @@ def fit(cfg, job: Job, featurizer, weights, run_id: str, resume, link) -> Fitted
             Path(cfg.paths.cache_dir) / "features",
             identity,
             files,
-            lambda: featurize(
-                featurizer,
-                job.all_paths(),
-                job.size,
-                job.preprocessing,
-                job.batch_size,
-                job.workers,
-                job.device,
-            ),
+            lambda: job.outputs(featurizer, job.all_paths(), "featurising"),
         )
         if hit:
             log.info(f"features: found in the cache, featurisation skipped ({len(files)} images)")
         return fit_svm(job, featurizer, features, list(c.C_values), c.l2_normalize)
 
-    settings = Refinement(
-        epochs=c.epochs,
-        lr=c.lr,
-        momentum=c.momentum,
-        weight_decay=c.weight_decay,
-        batch_size=c.batch_size,
-        schedule=c.schedule,
-        milestones=list(c.milestones),
-        patience=c.patience,
-        freeze_backbone=c.freeze_backbone,
-        balance_classes=c.balance_classes,
-        max_train_images=c.max_train_images,
-        augment=c.augment,
-        crop=c.crop,
-        jitter=c.jitter,
-        hflip=c.hflip,
-        amp=c.amp,
-        compile=c.compile,
-    )
+    # the classifier's config keys are named as Refinement's fields
+    known = {f.name for f in dataclasses.fields(Refinement)}
+    settings = Refinement(**{k: v for k, v in OmegaConf.to_container(c).items() if k in known})
     checkpoint = Path(cfg.paths.checkpoint_dir).resolve() / run_id / "last.pt"
     mlflow.set_tag("checkpoint", str(checkpoint))
     callbacks = [EpochLogger(resume["history"] if resume else ()), *([link] if link else [])]

@@ -44,6 +44,19 @@ class Job:
     def all_paths(self) -> list[Path]:
         return [p for s in SPLITS for p in self.paths(s)]
 
+    def outputs(self, model: nn.Module, paths: list[Path], desc: str) -> np.ndarray:
+        """`model` (a featurizer or a whole classifier) over `paths`, in batches."""
+        return featurize(
+            model,
+            paths,
+            self.size,
+            self.preprocessing,
+            self.batch_size,
+            self.workers,
+            self.device,
+            desc=desc,
+        )
+
 
 @dataclass
 class Fitted:
@@ -81,19 +94,7 @@ def fit_dnn(
     model, refined = _refine(
         job, featurizer, settings, dropout, feature_size, callbacks, checkpoint, resume
     )
-    logits = {
-        s: featurize(
-            model,
-            job.paths(s),
-            job.size,
-            job.preprocessing,
-            job.batch_size,
-            job.workers,
-            job.device,
-            desc=f"scoring {s}",
-        )
-        for s in SPLITS
-    }
+    logits = {s: job.outputs(model, job.paths(s), f"scoring {s}") for s in SPLITS}
     return Fitted(model, "dnn", logits, refined=refined)
 
 
@@ -112,16 +113,7 @@ def fit_svm_dnn_refined(
     model, refined = _refine(
         job, featurizer, settings, dropout, feature_size, callbacks, checkpoint, resume
     )
-    features = featurize(
-        model.featurizer,
-        job.all_paths(),
-        job.size,
-        job.preprocessing,
-        job.batch_size,
-        job.workers,
-        job.device,
-        desc="featurising (refined)",
-    )
+    features = job.outputs(model.featurizer, job.all_paths(), "featurising (refined)")
     fitted = fit_svm(job, model.featurizer, features, C_values, l2_normalize)
     fitted.refined = refined
     return fitted
