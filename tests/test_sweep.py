@@ -255,3 +255,54 @@ def test_two_sweeps_on_one_storage_share_the_study_without_repeats(tmp_path):
     _, parents, children = mlflow_tree(tmp_path)
     assert len(parents) == 1
     assert len([k for k in children[parents[0].info.run_id] if k.info.status == "FINISHED"]) == 4
+
+
+def test_parallel_trials_run_through_the_joblib_launcher(tmp_path):
+    result = run_cli(
+        *SVM_SWEEP,
+        "hydra/launcher=joblib",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.n_trials=3",
+        tmp=tmp_path,
+        multirun=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert states(study_of(tmp_path, "svm")) == ["COMPLETE"] * 3
+    _, parents, children = mlflow_tree(tmp_path)
+    assert len(children[parents[0].info.run_id]) == 3
+
+
+def test_a_plain_hydra_grid_is_grouped_under_one_parent_run(tmp_path):
+    result = run_cli("resolution.size=32,40", tmp=tmp_path, multirun=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, parents, children = mlflow_tree(tmp_path)
+    (parent,) = parents
+    assert parent.data.tags["sweep.kind"] == "grid" and parent.info.status == "FINISHED"
+    kids = children[parent.info.run_id]
+    assert sorted(k.data.params["resolution.size"] for k in kids) == ["32", "40"]
+
+
+def test_ctrl_c_fails_the_running_trial_and_leaves_no_run_running(tmp_path):
+    sweep = [
+        *REFINE_SWEEP,
+        "classifier.lr=tag(log, interval(0.001, 0.01))",
+        "classifier.epochs=choice(30)",
+        "hydra.sweeper.pruner.name=none",
+        "~hydra.sweeper.pruner.n_startup_trials",
+        "~hydra.sweeper.pruner.n_warmup_steps",
+        "hydra.sweeper.n_trials=2",
+    ]
+    process = sweep_process(tmp_path, *sweep)
+    storage = tmp_path / "sweeps" / "optuna.db"
+    deadline = time.time() + 240
+    while time.time() < deadline and states_read_only(storage) != ["RUNNING"]:
+        time.sleep(0.5)
+    time.sleep(5)  # well into the trial's training
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) != 0
+    study = study_of(tmp_path, "refine_dnn")
+    assert states(study) == ["FAIL"] and "interrupted" in study.trials[0].user_attrs["error"]
+    client, parents, children = mlflow_tree(tmp_path)
+    (parent,) = parents
+    assert parent.info.status == "KILLED"
+    assert [k.info.status for k in children[parent.info.run_id]] == ["KILLED"]

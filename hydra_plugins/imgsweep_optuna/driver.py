@@ -112,12 +112,17 @@ def _run_sweep(sweeper, arguments: list[str]):
         "stop": threading.Event(),
         "errors": [],
     }
+    # One trial at a time runs in this (main) thread, so Ctrl-C reaches the job itself and its
+    # MLflow run ends KILLED; more run in threads, each launching jobs in other processes.
+    n_jobs = int(settings["n_jobs"])
     threads = [
         threading.Thread(target=_worker, args=(context,), daemon=True)
-        for _ in range(int(settings["n_jobs"]))
+        for _ in range(n_jobs if n_jobs > 1 else 0)
     ]
     status = "FINISHED"
     try:
+        if not threads:
+            _worker(context)
         for thread in threads:
             thread.start()
         for thread in threads:

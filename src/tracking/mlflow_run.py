@@ -91,6 +91,8 @@ def tracked_run(
             yield run
         except BaseException as error:
             mlflow.set_tag("error", f"{type(error).__name__}: {error}"[:5000])
+            if isinstance(error, KeyboardInterrupt):  # MLflow itself would say FAILED
+                mlflow.end_run("KILLED")
             raise
 
 
