@@ -286,7 +286,7 @@ def test_ctrl_c_fails_the_running_trial_and_leaves_no_run_running(tmp_path):
     sweep = [
         *REFINE_SWEEP,
         "classifier.lr=tag(log, interval(0.001, 0.01))",
-        "classifier.epochs=choice(30)",
+        "classifier.epochs=choice(300)",
         "hydra.sweeper.pruner.name=none",
         "~hydra.sweeper.pruner.n_startup_trials",
         "~hydra.sweeper.pruner.n_warmup_steps",
