@@ -21,7 +21,7 @@ from src.device import configure, pick_device, resolve_workers
 
 SIZES = {
     "quick": {
-        "featurise_images": 96,
+        "featurise_images": 64,
         "featurise_batch": 32,
         "naive_images": 8,
         "data_images": 96,
@@ -38,7 +38,7 @@ SIZES = {
         "serving_batches": 3,
     },
     "full": {
-        "featurise_images": 640,
+        "featurise_images": 384,
         "featurise_batch": 64,  # conf/resolution/224.yaml's featurize_batch_size
         "naive_images": 32,
         "data_images": 320,
