@@ -50,28 +50,37 @@ def featurisation(
         featurizer, _ = build_featurizer(arch, "none")
         model = prepare_for_inference(featurizer, device)
         featurize(model, paths[:batch], size, "letterbox", batch, workers, device)  # warm-up
-        forward, end_to_end = 0.0, 0.0
+        # the default worker count, and one worker (the CPU default before issue 7) to compare
+        counts = [workers] if workers == 1 else [workers, 1]
+        forward, end_to_end = 0.0, dict.fromkeys(counts, 0.0)
         for _ in range(repeats):
             forward = max(forward, pure_forward(model, batch, size, device, len(paths) // batch))
-            took = seconds(
-                lambda m=model: featurize(m, paths, size, "letterbox", batch, workers, device)
-            )
-            end_to_end = max(end_to_end, len(paths) / took)
+            for count in counts:
+                took = seconds(
+                    lambda m=model, c=count: featurize(
+                        m, paths, size, "letterbox", batch, c, device
+                    )
+                )
+                end_to_end[count] = max(end_to_end[count], len(paths) / took)
         row = {
             "model": arch,
             "batch": batch,
             "images": len(paths),
             "pure forward img/s": forward,
-            "end to end img/s": end_to_end,
-            "end to end / forward": end_to_end / forward,
+            "end to end img/s": end_to_end[workers],
+            "end to end / forward": end_to_end[workers] / forward,
         }
+        if workers != 1:
+            row["with 1 worker / forward"] = end_to_end[1] / forward
         if naive_images:
             resnet = build_featurizer(arch, "none")[0][1]  # the ResNet without `Normalize`
             naive_features(resnet, paths[:1], size)  # warm-up, as the others had
             naive = rate(
                 lambda r=resnet: naive_features(r, paths[:naive_images], size), naive_images, 1
             )
-            row.update({"naive img/s": naive, "end to end / naive": end_to_end / naive})
+            row.update(
+                {"naive img/s": naive, "end to end / naive": row["end to end img/s"] / naive}
+            )
         if device.type == "cpu" and size == 224:
             row["target ≥ 85% met"] = row["end to end / forward"] >= FEATURISE_TARGET
         rows.append(row)
