@@ -8,7 +8,7 @@ On a CUDA machine, measures (images/s, CUDA-synchronised wall clock):
   3. featurisation end to end against the pure forward pass on random pixels;
   4. the data pipeline alone, in one process, to know what one of this machine's cores decodes.
 Imports only torch-side code (no MLflow, Hydra or Optuna), so it runs on a bare GPU image,
-in about two minutes on an H200. Prints each figure as it goes and writes gpu.json.
+in about three minutes on an H200. Prints each figure as it goes and writes gpu.json.
 """
 
 import argparse
@@ -75,7 +75,7 @@ def main() -> None:
             "resnet50" if cuda else "resnet18",
             SIZE,
             refine_batch,
-            1 if args.quick else 3,
+            1 if args.quick else 2,
             amp,
             device,
             workers,
