@@ -1,178 +1,110 @@
-"""GPU checks of the refinement and featurisation paths: `python -m benchmarks.gpu [--quick]`.
+"""The suite's GPU part: `python -m benchmarks.gpu [--quick] [--out DIR]` (DIR defaults to $OUT).
 
 On a CUDA machine, measures (images/s, CUDA-synchronised wall clock):
-  1. a training step on random pixels, with mixed precision and channels-last on and off;
+  1. a training step on random pixels, mixed precision and channels-last on and off, with
+     the host's time to queue a step (when it nears the step's time, Python is the limit);
   2. `refine` end to end (files → decode → augment → model), mixed precision on and off,
-     so the data loader's share is visible;
-  3. featurisation end to end against the pure forward pass on random pixels.
-Imports only torch-side code (no MLflow, Hydra or Optuna), so it runs on a bare GPU image.
-Writes a JSON file next to printing a table.
+     per epoch, training only, against the step of 1 (the data path's share);
+  3. featurisation end to end against the pure forward pass on random pixels;
+  4. the data pipeline alone, in one process, to know what one of this machine's cores decodes.
+Imports only torch-side code (no MLflow, Hydra or Optuna), so it runs on a bare GPU image,
+in about three minutes on an H200. Prints each figure as it goes and writes gpu.json.
 """
 
 import argparse
 import json
 import os
-import platform
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from src.classifiers.dnn import Refinement, refine
-from src.classifiers.network import ImageClassifier, make_head
-from src.data.synthetic import ensure_synthetic_textures
+from benchmarks import pipeline, training
+from benchmarks.common import machine, markdown_table, texture_set
+from src.data.presets import augment, load_pixels
 from src.device import configure, resolve_workers
-from src.features.backbone import build_featurizer, feature_size
-from src.features.featurize import autocast, featurize, prepare_for_inference
 
-
-def timed(fn, repeats: int) -> float:
-    sync()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    sync()
-    return time.perf_counter() - start
-
-
-def sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def train_step_throughput(arch, size, batch, amp, channels_last, steps, device) -> float:
-    torch.manual_seed(0)
-    featurizer, _ = build_featurizer(arch, "none")
-    model = ImageClassifier(featurizer, make_head("dnn", feature_size(arch), 3, 0.5), False)
-    model = model.to(device).train()
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    fp16 = amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler(enabled=fp16)
-    pixels = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8, device=device)
-    if not channels_last:  # NHWC → NCHW contiguous before the model's own permute
-        pixels = pixels.permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1)
-    labels = torch.randint(0, 3, (batch,), device=device)
-
-    def step():
-        with autocast(device, amp):
-            loss = F.cross_entropy(model(pixels).float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-
-    timed(step, 5)  # warm-up: cuDNN picks its kernels
-    return steps * batch / timed(step, steps)
-
-
-def refine_throughput(paths, labels, arch, size, batch, amp, epochs, device, workers) -> dict:
-    torch.manual_seed(0)
-    featurizer, _ = build_featurizer(arch, "none")
-    model = ImageClassifier(featurizer, make_head("dnn", feature_size(arch), 3, 0.5), False)
-    settings = Refinement(epochs=epochs, lr=0.01, batch_size=batch, amp=amp, patience=0)
-    half = len(paths) // 8
-    refined = refine(
-        model,
-        (paths, labels),
-        (paths[:half], labels[:half]),
-        settings,
-        size,
-        "letterbox",
-        device,
-        workers,
-        seed=0,
-    )
-    last = refined.history[-1]
-    return {
-        "train_images_per_second": last["time/train_images_per_second"],
-        "epoch_seconds": last["time/epoch_seconds"],
-    }
-
-
-def featurize_vs_forward(paths, arch, size, batch, device, workers) -> dict:
-    featurizer, _ = build_featurizer(arch, "none")
-    model = prepare_for_inference(featurizer, device)
-    pixels = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8, device=device)
-    with torch.inference_mode(), autocast(device):
-        timed(lambda: model(pixels), 3)
-        repeats = max(3, len(paths) // batch)
-        forward = repeats * batch / timed(lambda: model(pixels), repeats)
-    featurize(model, paths[: batch * 2], size, "letterbox", batch, workers, device)  # warm-up
-    start = time.perf_counter()
-    featurize(model, paths, size, "letterbox", batch, workers, device)
-    end_to_end = len(paths) / (time.perf_counter() - start)
-    return {"pure_forward": forward, "end_to_end": end_to_end, "ratio": end_to_end / forward}
+SIZE = 224
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default=os.environ.get("OUT", "."))
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a smoke test: tiny sizes")
+    parser.add_argument("--out", default=os.environ.get("OUT", "."), help="folder for gpu.json")
     parser.add_argument("--device", default="cuda", help="cpu: a smoke test of this script")
     args = parser.parse_args()
     device = torch.device(args.device)
     configure(device)
     workers = resolve_workers("auto", device)
-    images = 96 if args.quick else 640
-    root = ensure_synthetic_textures(
-        Path(tempfile.gettempdir()) / "gpu-bench-set", images // 3, 256, 0
+    cuda = device.type == "cuda"
+    unique, repeat = (48, 1) if args.quick else (640, 8)
+    files, labels = texture_set(unique)
+    # The files listed `repeat` times: every item is still read and decoded, and an epoch
+    # is long enough for the steady state to show.
+    paths, labels = files * repeat, np.tile(labels, repeat)
+    result = {"machine": machine(device, workers), "images": len(paths), "unique_files": unique}
+    print(json.dumps(result["machine"]), flush=True)
+
+    steps = 2 if args.quick else 25
+    configs = (
+        [("resnet18", 128), ("resnet50", 64), ("resnet50", 256)] if cuda else [("resnet18", 4)]
     )
-    paths = sorted(root.glob("*/*.jpg"))
-    labels = np.array([["dotted", "leopard", "striped"].index(p.parent.name) for p in paths])
-    result = {
-        "machine": {
-            "gpu": torch.cuda.get_device_name() if device.type == "cuda" else "none",
-            "torch": torch.__version__,
-            "cpu_cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "bf16": device.type == "cuda" and torch.cuda.is_bf16_supported(),
-            "workers": workers,
-        },
-        "train_step": [],
-        "refine": [],
-        "featurize": [],
-    }
-    steps = 2 if args.quick else 30
-    sizes = (
-        (("resnet18", 8), ("resnet50", 4))
-        if device.type == "cpu"
-        else (("resnet18", 128), ("resnet50", 64))
-    )
-    for arch, batch in sizes:
+    result["train_step"] = []
+    for arch, batch in configs:
         for amp in (True, False):
             for channels_last in (True, False):
-                rate = train_step_throughput(arch, 224, batch, amp, channels_last, steps, device)
-                result["train_step"].append(
-                    {
-                        "arch": arch,
-                        "batch": batch,
-                        "amp": amp,
-                        "channels_last": channels_last,
-                        "img_per_s": rate,
-                    }
-                )
-                print(
-                    f"train step {arch} b{batch} amp={amp} cl={channels_last}: {rate:.0f} img/s",
-                    flush=True,
-                )
+                row = training.train_step(arch, SIZE, batch, amp, channels_last, steps, device)
+                result["train_step"].append(row)
+                print(f"train step: {row}", flush=True)
+
+    result["refine"] = []
+    refine_batch = 64 if cuda else 4
     for amp in (True, False):
-        numbers = refine_throughput(
-            paths, labels, "resnet50", 224, 64, amp, 1 if args.quick else 2, device, workers
+        step = next(
+            r["img/s"]
+            for r in result["train_step"]
+            if r["model"] == ("resnet50" if cuda else "resnet18")
+            and r["batch"] == refine_batch
+            and r["amp"] == (amp and cuda)
+            and r["channels-last"]
         )
-        result["refine"].append({"arch": "resnet50", "batch": 64, "amp": amp, **numbers})
-        print(f"refine resnet50 b64 amp={amp}: {numbers}", flush=True)
-    for arch in ("resnet18", "resnet50"):
-        numbers = featurize_vs_forward(
-            paths, arch, 224, 128 if device.type == "cuda" else 16, device, workers
+        epochs = training.refine_epochs(
+            paths,
+            labels,
+            len(paths) // 8,
+            "resnet50" if cuda else "resnet18",
+            SIZE,
+            refine_batch,
+            1 if args.quick else 2,
+            amp,
+            device,
+            workers,
         )
-        result["featurize"].append({"arch": arch, "batch": 128, **numbers})
-        print(f"featurize {arch}: {numbers}", flush=True)
-    Path(args.out, "gpu.json").write_text(json.dumps(result, indent=2))
+        for row in epochs:
+            row["of the train step"] = row["train img/s"] / step
+            result["refine"].append(row)
+            print(f"refine: {row}", flush=True)
+
+    result["featurize"] = pipeline.featurisation(
+        paths, ("resnet18", "resnet50"), SIZE, 128 if cuda else 4, workers, device, 0
+    )
+
+    datas = [p.read_bytes() for p in files[:200]]
+    rng = np.random.default_rng(0)
+    result["data_per_core"] = {
+        "load_pixels img/s": pipeline.rate(
+            lambda: [load_pixels(d, SIZE) for d in datas], len(datas)
+        ),
+        "augment img/s": pipeline.rate(lambda: [augment(d, SIZE, rng) for d in datas], len(datas)),
+    }
+    print(f"data per core: {result['data_per_core']}", flush=True)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu.json").write_text(json.dumps(result, indent=2))
+    for name in ("train_step", "refine", "featurize"):
+        print(f"\n### {name}\n\n{markdown_table(result[name])}")
+    print(f"\n(written to {out / 'gpu.json'})")
 
 
 if __name__ == "__main__":

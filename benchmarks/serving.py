@@ -9,16 +9,21 @@ starts `mlflow models serve` for the model on a free loopback port, posts a 640x
 """
 
 import base64
-import io
 import json
+import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import requests
 import torch
-from PIL import Image
+from mlflow.tracking import MlflowClient
 
+from benchmarks.common import photo_like_jpeg
 from src.command_line import (
     REQUIRED,
     at_least,
@@ -30,6 +35,7 @@ from src.deployment.loading import needs_tracking_store
 from src.deployment.scoring_server import scoring_server
 from src.device import cpu_count
 
+ROOT = Path(__file__).resolve().parents[1]
 WARMUP_CALLS = 3  # the first calls pay for lazy initialisation; not counted
 
 
@@ -72,15 +78,35 @@ def measure_serving_latency(
     }
 
 
-def photo_like_jpeg(width: int = 640, height: int = 480, seed: int = 0) -> bytes:
-    """Smooth colour gradients with a little noise: compresses like a photo, not like noise."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width] / max(width, height)
-    channels = [np.sin(6 * x * rng.uniform(0.5, 2) + 4 * y * rng.uniform(0.5, 2)) for _ in "rgb"]
-    pixels = np.stack(channels, axis=2) * 100 + 128 + rng.normal(0, 8, (height, width, 3))
-    buffer = io.BytesIO()
-    Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
+def serving_benchmark(calls: int, batches: int, data_dir: Path) -> list[dict]:
+    """Benchmark 7: train the default job's model (resnet18, 224 px, random weights: the
+    latency is the same) into a temporary store, serve it, and measure it."""
+    with tempfile.TemporaryDirectory(prefix="serving-") as tmp:
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        command = [
+            sys.executable,
+            "-m",
+            "src.run",
+            "model=resnet18",
+            "resolution=224",
+            "model.weights=none",
+            "dataset.synthetic.images_per_class=8",
+            f"paths.data_dir={data_dir}",
+            f"tracking.uri={uri}",
+        ]
+        environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        done = subprocess.run(
+            command, cwd=ROOT, capture_output=True, text=True, env=environment, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"training the served model failed: {done.stderr[-3000:]}")
+        client = MlflowClient(uri)
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        (run,) = client.search_runs(experiments)
+        result = measure_serving_latency(f"runs:/{run.info.run_id}/model", uri, calls, 32, batches)
+    result["model"] = "resnet18, 224 px (svm head)"
+    print(f"serving: {result}", flush=True)
+    return [result]
 
 
 def main(argv: list[str]) -> None:

@@ -38,8 +38,12 @@ def configure(device: torch.device) -> None:
 
 
 def resolve_workers(num_workers: int | str, device: torch.device) -> int:
-    """`auto`: on a GPU, enough decoding processes to feed it; on the CPU, where the model
-    itself uses every core, one worker per two cores overlaps decoding with compute."""
+    """`auto`: on a GPU, a decoding process on every core but the one feeding the GPU (at
+    most 16: an H200 trains resnet50 at about 2,500 images/s, a worker decodes and augments
+    500-1,000). On the CPU the model keeps every core busy, so a worker slows it down by
+    more than the decoding it takes over: with up to 4 cores this process decodes between
+    batches (measured on 2 cores: end to end 95% of the pure forward, 90% with one worker);
+    with more, where decoding in between would take a larger share, one worker per 8 cores."""
     if num_workers != "auto":
         try:
             count = int(num_workers)
@@ -49,7 +53,9 @@ def resolve_workers(num_workers: int | str, device: torch.device) -> int:
             raise UserError(f"num_workers must be 0 or more (or auto), got {num_workers}")
         return count
     cores = cpu_count()
-    return min(8, cores) if device.type == "cuda" else max(1, cores // 2)
+    if device.type != "cpu":
+        return min(16, max(1, cores - 1))
+    return 0 if cores <= 4 else max(1, cores // 8)
 
 
 def cpu_count() -> int:

@@ -27,11 +27,11 @@ from src.classifiers.callbacks import (
 )
 from src.classifiers.checkpoint import restore_rng_state, save_checkpoint
 from src.classifiers.network import ImageClassifier
-from src.data.loader import EpochSampler, ImageDataset, augmented, make_loader
-from src.data.presets import load_pixels
+from src.data.loader import EpochSampler, ImageDataset, SeededItems, make_loader
+from src.data.presets import augment, load_pixels
 from src.errors import UserError
 from src.evaluation.metrics import class_avg_accuracy
-from src.features.featurize import amp_dtype, autocast, featurize
+from src.features.featurize import amp_dtype, autocast, featurize_batches, image_files
 
 log = logging.getLogger(__name__)
 
@@ -108,33 +108,26 @@ def refine(
         restore_rng_state(resume["rng"])
         history, best_state, start = resume["history"], resume["best_model"], resume["epoch"] + 1
 
-    transform = (
-        partial(
-            augmented, size=size, crop=settings.crop, jitter=settings.jitter, hflip=settings.hflip
-        )
-        if settings.augment
-        else partial(load_pixels, size=size, mode=preprocessing)
+    items, train_loader, val_loader = epoch_loaders(
+        train, val, sampler, settings, size, preprocessing, batch_size, device, workers, seed
     )
-    dataset = ImageDataset(train_paths, list(train_labels), transform, size)
     stopped_by = None
     for epoch in range(start, settings.epochs):
-        torch.manual_seed(seed * 1_000_003 + epoch)  # dropout and workers: fixed per epoch
-        sampler.set_epoch(epoch)
-        loader = make_loader(
-            dataset, batch_size, workers, device, sampler=sampler, seed=seed * 1_000_003 + epoch
-        )
+        torch.manual_seed(seed * 1_000_003 + epoch)  # dropout: fixed per epoch
+        items.set_epoch(epoch)
         started = time.perf_counter()
         train_metrics = train_one_epoch(
-            step, loader, optimizer, scheduler, scaler, half, device, settings, epoch
+            step, train_loader, optimizer, scheduler, scaler, half, device, settings, epoch
         )
-        val_metrics = validate(model, val, size, preprocessing, batch_size, workers, device)
+        training_seconds = time.perf_counter() - started
+        val_metrics = validate(model, val_loader, val[1], device)
         seconds = time.perf_counter() - started
         metrics = {
             **train_metrics,
             **val_metrics,
             "lr": optimizer.param_groups[0]["lr"],
             "time/epoch_seconds": seconds,
-            "time/train_images_per_second": train_metrics.pop("images") / seconds,
+            "time/train_images_per_second": train_metrics.pop("images") / training_seconds,
         }
         history.append(metrics)
         log.info(
@@ -207,11 +200,29 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, half, device, s
     }
 
 
-def validate(model, val, size, preprocessing, batch_size, workers, device) -> dict[str, float]:
-    paths, labels = val
-    logits = featurize(
-        model, paths, size, preprocessing, batch_size, workers, device, desc="validating"
+def epoch_loaders(
+    train, val, sampler, settings, size, preprocessing, batch_size, device, workers, seed
+):
+    """The training and validation loaders, made once: their worker processes live across
+    epochs. Returns also what to call `set_epoch` on before each epoch."""
+    if settings.augment:
+        transform = partial(
+            augment, size=size, crop=settings.crop, jitter=settings.jitter, hflip=settings.hflip
+        )
+        items = SeededItems(sampler, seed)  # each image's augmentation seeded by its own key
+    else:
+        transform, items = partial(load_pixels, size=size, mode=preprocessing), sampler
+    train_set = ImageDataset(train[0], list(train[1]), transform, size)
+    train_loader = make_loader(
+        train_set, batch_size, workers, device, sampler=items, seed=seed, persistent=True
     )
+    val_set = image_files(val[0], size, preprocessing)
+    val_loader = make_loader(val_set, batch_size, workers, device, persistent=True)
+    return items, train_loader, val_loader
+
+
+def validate(model, loader, labels, device) -> dict[str, float]:
+    logits = featurize_batches(model, loader, len(labels), device, desc="validating")
     loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
     predicted = logits.argmax(1)
     return {

@@ -12,12 +12,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from src.data.images import ImageError
-from src.data.presets import augment
 
 
 class ImageDataset(Dataset):
     """(pixels, label, index) per file; `transform` turns file bytes into uint8 pixels.
 
+    Items are asked for by index, or by (index, seed) for a random transform such as
+    `augment`, which then gets a generator of that seed (see `SeededItems`).
     A file that cannot be decoded (it changed since it was checked) yields a blank image
     and index -1, so a batch never fails; the caller drops those rows.
     """
@@ -33,9 +34,14 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, item):
+        index, seed = item if isinstance(item, tuple) else (item, None)
         try:
-            pixels = self.transform(Path(self.paths[index]).read_bytes())
+            data = Path(self.paths[index]).read_bytes()
+            if seed is None:
+                pixels = self.transform(data)
+            else:
+                pixels = self.transform(data, rng=np.random.default_rng(seed))
         except (ImageError, OSError):
             pixels, index = np.zeros((self.size, self.size, 3), np.uint8), -1
         label = self.labels[index] if index >= 0 else -1
@@ -80,21 +86,27 @@ class EpochSampler(Sampler):
         return len(self.indices())
 
 
-def augmented(data: bytes, size: int, crop: float, jitter: float, hflip: bool) -> np.ndarray:
-    """`augment` with this process's random generator (seeded per worker and epoch)."""
-    return augment(data, size, process_rng(), crop=crop, jitter=jitter, hflip=hflip)
+class SeededItems(Sampler):
+    """The items of an epoch sampler, each with the seed of its random augmentation.
 
+    The seed is (seed, epoch, index, position in the epoch): an image's augmentation depends
+    neither on which worker process made it nor on what that worker made before. So worker
+    processes can live across epochs, and a resumed run sees the pixels an uninterrupted
+    one saw, whatever the number of workers."""
 
-_rng = {"seed": None, "generator": None}
+    def __init__(self, sampler: Sampler, seed: int):
+        self.sampler, self.seed, self.epoch = sampler, seed, 0
 
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.sampler.set_epoch(epoch)
 
-def process_rng() -> np.random.Generator:
-    """A generator following torch's seed of this process: in a loader worker that is the
-    loader's per-worker seed, in the main process the last `torch.manual_seed`."""
-    seed = torch.initial_seed()
-    if _rng["seed"] != seed:
-        _rng.update(seed=seed, generator=np.random.default_rng(seed % 2**63))
-    return _rng["generator"]
+    def __iter__(self):
+        for position, index in enumerate(self.sampler):
+            yield index, (self.seed, self.epoch, index, position)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
 
 def make_loader(
@@ -105,7 +117,13 @@ def make_loader(
     shuffle: bool = False,
     sampler=None,
     seed: int = 0,
+    persistent: bool = False,
 ) -> DataLoader:
+    """Batches of `dataset` from `num_workers` processes (0: in this process).
+
+    `persistent`: the workers live as long as the loader, for a loader iterated once per
+    epoch; forking and warming them up again each epoch costs more than an epoch of a small
+    dataset on a GPU. Pinned memory on CUDA, so copies to the GPU can be asynchronous."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -113,14 +131,8 @@ def make_loader(
         sampler=sampler,
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
-        persistent_workers=False,
-        prefetch_factor=4 if num_workers > 0 else None,
-        worker_init_fn=_seed_worker if num_workers > 0 else None,
+        persistent_workers=persistent and num_workers > 0,
+        # batches waiting per worker: at least 2, and about 8 in all when workers are few
+        prefetch_factor=max(2, 8 // num_workers) if num_workers > 0 else None,
         generator=torch.Generator().manual_seed(seed),
     )
-
-
-def _seed_worker(worker_id: int) -> None:
-    # Each worker's generators follow torch's per-worker seed: augmentation is reproducible
-    # and differs between workers.
-    np.random.seed(torch.initial_seed() % 2**32)

@@ -74,26 +74,36 @@ def augment(
     jitter: float = 0.2,
     hflip: bool = False,
 ) -> np.ndarray:
-    """Training pixels, as the original workflow made them: letterbox to twice the size, cut
-    a random square of `crop` times its side, resize to `size`, then jitter brightness,
-    contrast and saturation by up to ±`jitter` (and mirror, if `hflip`)."""
-    boxed = letterbox(decode_image(data, at_least=2 * size), 2 * size)
-    side = max(1, round(crop * 2 * size))
-    top, left = rng.integers(0, 2 * size - side + 1, size=2)
-    pixels = _resize(boxed[top : top + side, left : left + side], size, size)
+    """Training pixels, as the original workflow made them: the letterboxed image, a random
+    square of `crop` times its side cut out and brought to `size`, then brightness, contrast
+    and saturation jittered by up to ±`jitter` (and mirrored, if `hflip`).
+
+    The original letterboxed to twice the size, cut the square and resized it to `size`.
+    Letterboxing straight to size / crop and cutting a size x size square is the same picture
+    with one resize instead of two, and no upscaling to twice the size first."""
+    if not 0 < crop <= 1:
+        raise ValueError(f"crop={crop}: expected a share of the side in (0, 1]")
+    frame = round(size / crop)
+    boxed = letterbox(decode_image(data, at_least=frame), frame)
+    top, left = rng.integers(0, frame - size + 1, size=2)
+    pixels = boxed[top : top + size, left : left + size]
     if jitter > 0:
         pixels = colour_jitter(pixels, rng, jitter)
     if hflip and rng.random() < 0.5:
-        pixels = np.ascontiguousarray(pixels[:, ::-1])
-    return pixels
+        pixels = pixels[:, ::-1]
+    return np.ascontiguousarray(pixels)
 
 
 def colour_jitter(pixels: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:
-    """Brightness, contrast and saturation each scaled by a factor in [1-amount, 1+amount]."""
+    """Brightness, contrast and saturation each scaled by a factor in [1-amount, 1+amount].
+
+    Brightness, then contrast about the brightened image's mean grey, is one linear map of
+    each channel level: a 256-entry table. Saturation is a blend with the grey image. Both
+    stay in uint8 (OpenCV rounds and clips), about 20 times faster than float32 numpy."""
     brightness, contrast, saturation = rng.uniform(1 - amount, 1 + amount, size=3)
-    image = pixels.astype(np.float32) * brightness
-    grey = image @ np.array([0.299, 0.587, 0.114], np.float32)
-    image = (image - grey.mean()) * contrast + grey.mean()
-    grey = (image @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
-    image = (image - grey) * saturation + grey
-    return np.clip(image, 0, 255).astype(np.uint8)
+    mean = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY).mean()  # weights 0.299, 0.587, 0.114
+    levels = np.arange(256, dtype=np.float32)
+    table = (levels - mean) * brightness * contrast + mean * brightness
+    image = cv2.LUT(pixels, np.clip(np.rint(table), 0, 255).astype(np.uint8))
+    grey = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    return cv2.addWeighted(image, saturation, grey, 1 - saturation, 0)

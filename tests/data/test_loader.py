@@ -1,0 +1,86 @@
+"""Training and serving pixels: one preprocessing, augmentation reproducible per image."""
+
+from functools import partial
+
+import numpy as np
+import torch
+
+from src.data.loader import EpochSampler, ImageDataset, SeededItems, make_loader
+from src.data.presets import augment, colour_jitter, load_pixels
+from src.features.featurize import image_files
+from tests.conftest import image_bytes, write_dataset
+
+CPU = torch.device("cpu")
+
+
+def test_featurised_pixels_are_the_served_pixels(tmp_path):
+    paths = sorted(write_dataset(tmp_path, {"a": 3}, size=(120, 70)).glob("*/*.jpg"))
+    files = image_files(paths, 64, "letterbox")
+    for i, path in enumerate(paths):
+        pixels, _, index = files[i]
+        assert index == i
+        assert np.array_equal(pixels.numpy(), load_pixels(path.read_bytes(), 64, "letterbox"))
+
+
+def test_augmentation_without_crop_or_jitter_is_the_plain_letterbox():
+    data = image_bytes(size=(300, 200))
+    rng = np.random.default_rng(0)
+    assert np.array_equal(augment(data, 64, rng, crop=1.0, jitter=0), load_pixels(data, 64))
+
+
+def test_augmentation_cuts_a_random_square_of_the_letterboxed_image():
+    data = image_bytes(size=(300, 200))
+    crops = {augment(data, 48, np.random.default_rng(s), jitter=0).tobytes() for s in range(8)}
+    assert len(crops) > 4  # another seed, usually another square
+    framed = load_pixels(data, round(48 / 0.9))
+    crop = augment(data, 48, np.random.default_rng(0), jitter=0)
+    windows = np.lib.stride_tricks.sliding_window_view(framed, (48, 48, 3))
+    assert (windows == crop).all(axis=(-3, -2, -1)).any()  # a window of the 53 px letterbox
+
+
+def float_jitter(pixels, brightness, contrast, saturation):
+    """The colour jitter's definition, in float (the original workflow's formula)."""
+    weights = np.array([0.299, 0.587, 0.114], np.float32)
+    image = pixels.astype(np.float32) * brightness
+    mean = (image @ weights).mean()
+    image = (image - mean) * contrast + mean
+    grey = (image @ weights)[..., None]
+    return np.clip((image - grey) * saturation + grey, 0, 255)
+
+
+def test_uint8_colour_jitter_is_the_float_formula_within_rounding():
+    pixels = np.random.default_rng(0).integers(60, 180, (40, 50, 3), dtype=np.uint8)
+    for seed in range(5):
+        factors = np.random.default_rng(seed).uniform(0.8, 1.2, size=3)
+        jittered = colour_jitter(pixels, np.random.default_rng(seed), 0.2)
+        assert jittered.dtype == np.uint8 and jittered.shape == pixels.shape
+        assert np.abs(jittered - float_jitter(pixels, *factors)).max() <= 2
+
+
+def epoch_batches(dataset, sampler, workers: int, epochs: int) -> list[np.ndarray]:
+    loader = make_loader(dataset, 4, workers, CPU, sampler=sampler, persistent=True)
+    batches = []
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        batches.append(np.concatenate([pixels.numpy() for pixels, _, _ in loader]))
+    return batches
+
+
+def test_augmentation_is_the_same_whatever_the_workers_and_differs_between_epochs(tmp_path):
+    paths = sorted(write_dataset(tmp_path, {"a": 5, "b": 5}, size=(90, 60)).glob("*/*.jpg"))
+    labels = [0] * 5 + [1] * 5
+    dataset = ImageDataset(paths, labels, partial(augment, size=32), 32)
+
+    def items():
+        return SeededItems(EpochSampler(labels, balance=False, max_images=None, seed=3), seed=3)
+
+    in_process = epoch_batches(dataset, items(), 0, 2)
+    two_workers = epoch_batches(dataset, items(), 2, 2)
+    assert all(np.array_equal(a, b) for a, b in zip(in_process, two_workers, strict=True))
+    assert not np.array_equal(in_process[0], in_process[1])
+    resumed = items()  # a run resumed at epoch 1 sees what the uninterrupted one saw
+    resumed.set_epoch(1)
+    again = np.concatenate(
+        [p.numpy() for p, _, _ in make_loader(dataset, 4, 1, CPU, sampler=resumed)]
+    )
+    assert np.array_equal(again, in_process[1])
