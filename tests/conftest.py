@@ -9,15 +9,18 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from src.data.synthetic import ensure_synthetic_textures
+from tests import postgres_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,10 +109,70 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` on a free loopback port (SQLite backend, local artifacts)."""
-    folder = tmp_path_factory.mktemp("server")
-    port = free_port()
+def postgres():
+    """A PostgreSQL server's URL, for the tests that need one: IMGSWEEP_TEST_POSTGRES if set
+    (`.ci/run` sets it; a superuser, as it creates databases), else a throwaway cluster
+    started here from the installed binaries. Skips when there is neither."""
+    given = os.environ.get("IMGSWEEP_TEST_POSTGRES")
+    try:
+        sqlalchemy.engine.make_url("postgresql://").get_dialect().import_dbapi()
+    except ImportError as error:
+        pytest.skip(f"no PostgreSQL driver ({error.name}): pip install -e '.[postgres]'")
+    if given:
+        try:
+            _sql(given, "SELECT 1")
+        except sqlalchemy.exc.SQLAlchemyError as error:
+            reason = str(error).splitlines()[0]
+            pytest.skip(f"IMGSWEEP_TEST_POSTGRES={given} is not reachable: {reason}")
+        yield given
+        return
+    if postgres_cluster.binaries() is None:
+        pytest.skip(
+            "no PostgreSQL: set IMGSWEEP_TEST_POSTGRES=postgresql://... or install it "
+            "(apt-get install postgresql)"
+        )
+    folder = Path(tempfile.mkdtemp(prefix="imgsweep-postgres-"))
+    try:
+        url = postgres_cluster.start(folder)
+    except RuntimeError as error:
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.skip(f"a PostgreSQL cluster could not be started here: {error}")
+    try:
+        yield url
+    finally:
+        postgres_cluster.stop(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def new_database(postgres):
+    """Makes empty databases on the test server: `new_database("optuna")` → its URL."""
+
+    def make(prefix: str = "db") -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        _sql(postgres, f"CREATE DATABASE {name}")
+        return postgres.rsplit("/", 1)[0] + f"/{name}"
+
+    return make
+
+
+def _sql(url: str, *statements: str) -> None:
+    """Run statements on the server at `url`, outside any transaction."""
+    engine = sqlalchemy.create_engine(
+        url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
+    )
+    try:
+        with engine.connect() as connection:
+            for statement in statements:
+                connection.execute(sqlalchemy.text(statement))
+    finally:
+        engine.dispose()
+
+
+def start_mlflow_server(folder: Path, backend: str, port: int | None = None):
+    """`mlflow server` on loopback with this backend store and artifacts under `folder`;
+    returns (process, uri) once it answers."""
+    port = port or free_port()
     command = [
         sys.executable,
         "-m",
@@ -120,29 +183,43 @@ def mlflow_server(tmp_path_factory):
         "--port",
         str(port),
         "--backend-store-uri",
-        f"sqlite:///{folder}/db.sqlite",
+        backend,
         "--artifacts-destination",
         str(folder / "artifacts"),
         "--workers",
         "1",
     ]
-    log = (folder / "server.log").open("w")
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "server.log").open("a") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2):
+                return server, uri
+        except OSError:
+            if time.time() > deadline or server.poll() is not None:
+                server.kill()
+                pytest.fail(f"mlflow server did not start: {(folder / 'server.log').read_text()}")
+            time.sleep(0.5)
+
+
+def stop_mlflow_server(server) -> None:
+    server.terminate()
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                    break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    pytest.fail(
-                        f"mlflow server did not start: {(folder / 'server.log').read_text()}"
-                    )
-                time.sleep(0.5)
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on a free loopback port (SQLite backend, local artifacts)."""
+    folder = tmp_path_factory.mktemp("server")
+    server, uri = start_mlflow_server(folder, f"sqlite:///{folder}/db.sqlite")
+    try:
         yield uri
     finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
+        stop_mlflow_server(server)
