@@ -1,8 +1,10 @@
 """Shared fixtures: tiny real datasets on disk, and running the real CLI in a subprocess."""
 
+import contextlib
 import io
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -120,7 +122,7 @@ def postgres():
         pytest.skip(f"no PostgreSQL driver ({error.name}): pip install -e '.[postgres]'")
     if given:
         try:
-            _sql(given, "SELECT 1")
+            run_sql(given, "SELECT 1")
         except sqlalchemy.exc.SQLAlchemyError as error:
             reason = str(error).splitlines()[0]
             pytest.skip(f"IMGSWEEP_TEST_POSTGRES={given} is not reachable: {reason}")
@@ -150,13 +152,13 @@ def new_database(postgres):
 
     def make(prefix: str = "db") -> str:
         name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-        _sql(postgres, f"CREATE DATABASE {name}")
+        run_sql(postgres, f"CREATE DATABASE {name}")
         return postgres.rsplit("/", 1)[0] + f"/{name}"
 
     return make
 
 
-def _sql(url: str, *statements: str) -> None:
+def run_sql(url: str, *statements: str) -> None:
     """Run statements on the server at `url`, outside any transaction."""
     engine = sqlalchemy.create_engine(
         url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
@@ -190,8 +192,10 @@ def start_mlflow_server(folder: Path, backend: str, port: int | None = None):
         "1",
     ]
     folder.mkdir(parents=True, exist_ok=True)
-    with (folder / "server.log").open("a") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    with (folder / "server.log").open("a") as log:  # its own process group: it has workers
+        server = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while True:
@@ -200,18 +204,25 @@ def start_mlflow_server(folder: Path, backend: str, port: int | None = None):
                 return server, uri
         except OSError:
             if time.time() > deadline or server.poll() is not None:
-                server.kill()
+                kill_mlflow_server(server)
                 pytest.fail(f"mlflow server did not start: {(folder / 'server.log').read_text()}")
             time.sleep(0.5)
 
 
 def stop_mlflow_server(server) -> None:
-    server.terminate()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
     try:
         server.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
+        kill_mlflow_server(server)
+
+
+def kill_mlflow_server(server) -> None:
+    """SIGKILL to the server and its workers, as if its machine died."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGKILL)
+    server.wait()
 
 
 @pytest.fixture(scope="session")

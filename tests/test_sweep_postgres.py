@@ -11,12 +11,13 @@ import time
 import numpy as np
 import optuna
 import pytest
+import sqlalchemy
 from mlflow.tracking import MlflowClient
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 from PIL import Image
 
-from tests.conftest import FAST, ROOT, start_mlflow_server, stop_mlflow_server
+from tests.conftest import FAST, ROOT, run_sql, start_mlflow_server, stop_mlflow_server
 
 # Tiny trials that train the head alone on a set of three colours: at lr 0.05 validation is
 # perfect after one epoch, at lr 1e-6 at chance, and the median pruner stops those.
@@ -62,7 +63,7 @@ def tracking_server(new_database, tmp_path_factory):
         stop_mlflow_server(server)
 
 
-def worker(folder, colours, storage, tracking_uri, host=None):
+def worker(folder, colours, storage, tracking_uri, host=None, extra=()):
     """One sweep worker: `MLFLOW_TRACKING_URI=... python -m src.run -m ...`."""
     command = [
         sys.executable,
@@ -75,12 +76,13 @@ def worker(folder, colours, storage, tracking_uri, host=None):
         f"paths.data_dir={folder}/data",
         f"paths.sweeps_dir={folder}/sweeps",
         f"hydra.sweeper.storage={storage}",
+        *extra,
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "MLFLOW_TRACKING_URI": tracking_uri}
     if host:
         env["IMGSWEEP_WORKER_HOST"] = host  # as if it ran on another machine
     folder.mkdir(parents=True, exist_ok=True)
-    with (folder / "worker.log").open("w") as log:
+    with (folder / "worker.log").open("a") as log:
         return subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
@@ -170,3 +172,49 @@ def test_one_parent_run_holds_every_workers_trials_on_the_server(sweep):
     models = client.search_logged_models([experiment.experiment_id])
     assert {m.source_run_id for m in models} == {r.info.run_id for r in complete}
     assert any(artifacts.rglob("training_curve.png"))  # artifacts landed in the server's folder
+
+
+def trial_states(storage) -> list[str]:
+    """Straight from the database, on a connection of its own that is closed at once."""
+    engine = sqlalchemy.create_engine(storage, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(sqlalchemy.text("SELECT state FROM trials ORDER BY number"))
+            return [state for (state,) in rows]
+    except sqlalchemy.exc.SQLAlchemyError:
+        return []
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+def test_a_worker_whose_study_database_goes_away_stops_in_one_line(
+    postgres, new_database, tracking_server, tmp_path
+):
+    uri, _ = tracking_server
+    storage = new_database("outage")
+    name = storage.rsplit("/", 1)[1]
+    colours = write_colours(tmp_path / "colours")
+    sweep = ["classifier.epochs=choice(12)"]  # long enough trials to cut one short
+    process = worker(tmp_path / "a", colours, storage, uri, extra=sweep)
+    deadline = time.time() + 240
+    while trial_states(storage)[:2] != ["COMPLETE", "RUNNING"]:
+        assert process.poll() is None and time.time() < deadline, process.returncode
+        time.sleep(0.5)
+    run_sql(postgres, f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")  # the database goes away
+    run_sql(
+        postgres, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname='{name}'"
+    )
+    assert process.wait(timeout=120) == 1
+    log = (tmp_path / "a" / "worker.log").read_text()
+    line = log.strip().splitlines()[-1]
+    assert line.startswith(f"error: the study's storage {storage} stopped answering"), log[-3000:]
+    assert "run the same command again once it is back" in line and "Traceback" not in log
+
+    run_sql(postgres, f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")  # back
+    assert trial_states(storage)[:2] == ["COMPLETE", "RUNNING"]  # nothing lost, nothing made up
+    again = worker(tmp_path / "a", colours, storage, uri, extra=sweep)
+    assert again.wait(timeout=400) == 0, (tmp_path / "a" / "worker.log").read_text()[-3000:]
+    states = trial_states(storage)
+    assert states[1] == "FAIL"  # the interrupted one, failed (its worker is gone) and retried
+    assert states.count("COMPLETE") + states.count("PRUNED") == 4

@@ -1,0 +1,107 @@
+"""Refinement on several processes: `torchrun --nproc_per_node=2 -m src.run classifier=dnn`,
+here on the CPU (gloo), compared with one process taking the same global batches."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import FAST, ROOT, fresh_store, run_cli
+
+# Batch norm is frozen (freeze_backbone=true: the head trains, the backbone's statistics
+# stay): torch's SyncBatchNorm has no CPU implementation, and statistics over each
+# process's half batch would differ from one process's. No dropout, no augmentation, and
+# 16 images an epoch (two global batches of 8), so both runs see exactly the same batches.
+REFINE = [
+    "classifier=dnn",
+    "resolution.size=64",
+    "classifier.batch_size=8",
+    "classifier.max_train_images=16",
+    "classifier.lr=0.01",
+    "classifier.schedule=step",
+    "classifier.patience=0",
+    "classifier.augment=false",
+    "classifier.dropout=0",
+    "classifier.freeze_backbone=true",
+    "dataset.synthetic.images_per_class=12",
+    "device=cpu",
+]
+
+
+def torchrun(*overrides, tmp, processes=2):
+    fresh_store(tmp / "mlruns" / "mlflow.db")
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",  # one machine, a free port of its own
+        f"--nproc_per_node={processes}",
+        "-m",
+        "src.run",
+        *FAST,
+        "dataset.synthetic.image_size=64",
+        f"paths.data_dir={tmp}/data",
+        f"paths.sweeps_dir={tmp}/sweeps",
+        f"tracking.uri=sqlite:///{tmp}/mlruns/mlflow.db",
+        *overrides,
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+
+
+def runs_of(tmp):
+    client = MlflowClient(f"sqlite:///{tmp}/mlruns/mlflow.db")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return client, client.search_runs(experiments, order_by=["attributes.start_time ASC"])
+
+
+def losses(client, run) -> list[float]:
+    history = client.get_metric_history(run.info.run_id, "train/loss")
+    return [m.value for m in sorted(history, key=lambda m: m.step)]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two processes for 2 epochs, resumed by two processes to 3; one process for 3."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    first = torchrun(*REFINE, "classifier.epochs=2", tmp=tmp)
+    assert first.returncode == 0, first.stderr[-3000:]
+    _, (run,) = runs_of(tmp)
+    resumed = torchrun(*REFINE, "classifier.epochs=3", f"resume={run.info.run_id}", tmp=tmp)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    single_tmp = tmp_path_factory.mktemp("single")
+    single = run_cli(*REFINE, "classifier.epochs=3", tmp=single_tmp)
+    assert single.returncode == 0, single.stderr[-3000:]
+    return tmp, single_tmp, first, resumed
+
+
+def test_two_processes_train_as_one_process_with_the_same_global_batch(runs):
+    tmp, single_tmp, _, _ = runs
+    client, (ddp,) = runs_of(tmp)
+    single_client, (single,) = runs_of(single_tmp)
+    expected = losses(single_client, single)
+    assert expected[-1] < expected[0]  # it trains
+    assert losses(client, ddp) == pytest.approx(expected, rel=1e-4)
+    a = torch.load(ddp.data.tags["checkpoint"], weights_only=False)["model"]
+    b = torch.load(single.data.tags["checkpoint"], weights_only=False)["model"]
+    assert a.keys() == b.keys()  # the plain module's names: no "module." of the DDP wrapper
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
+
+
+def test_rank_0_alone_tracks_the_run_and_a_resume_continues_it(runs):
+    tmp, _, first, resumed = runs
+    client, runs_in_store = runs_of(tmp)
+    (run,) = runs_in_store  # one run, though two processes trained
+    assert run.info.status == "FINISHED" and run.data.tags["distributed.processes"] == "2"
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "lr")) == [0, 1, 2]
+    assert "test/class_avg_accuracy" in run.data.metrics
+    assert client.search_logged_models([run.info.experiment_id])
+    assert "after epoch 1" in resumed.stdout + resumed.stderr
+    for result in (first, resumed):  # one voice: rank 0's epoch lines only
+        output = result.stdout + result.stderr
+        assert output.count("epoch 0: train loss") <= 1
