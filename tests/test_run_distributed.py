@@ -105,3 +105,30 @@ def test_rank_0_alone_tracks_the_run_and_a_resume_continues_it(runs):
     for result in (first, resumed):  # one voice: rank 0's epoch lines only
         output = result.stdout + result.stderr
         assert output.count("epoch 0: train loss") <= 1
+
+
+def test_a_sweep_refuses_to_run_under_torchrun(tmp_path):
+    result = run_cli("sweep=svm", tmp=tmp_path, multirun=True, env={"WORLD_SIZE": "2"})
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            "error: a sweep does not run under torchrun: start one sweep process per machine"
+        )
+    )
+
+
+@pytest.mark.slow
+def test_the_whole_network_trains_on_two_processes_with_their_own_batch_statistics(tmp_path):
+    whole = [o for o in REFINE if not o.startswith("classifier.freeze_backbone")]
+    result = torchrun(
+        *whole, "classifier.epochs=6", "classifier.balance_classes=true", tmp=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, (run,) = runs_of(tmp_path)
+    loss = losses(client, run)
+    assert len(loss) == 6 and min(loss[-2:]) < loss[0]
+    state = torch.load(run.data.tags["checkpoint"], weights_only=False)["model"]
+    means = [v for k, v in state.items() if k.startswith("featurizer.") and "running_mean" in k]
+    assert means and all(m.abs().sum() > 0 for m in means)  # batch norm trained (init: 0)

@@ -59,6 +59,12 @@ class Ranks:
         """The module the training steps go through (the model itself in one process)."""
         if not self.distributed:
             return model
+        if sync_batchnorm and device.type != "cuda":
+            raise UserError(
+                "classifier.sync_batchnorm=true needs CUDA GPUs (torch's SyncBatchNorm has no "
+                "CPU implementation); on the CPU leave it false, or freeze the batch norm with "
+                "classifier.freeze_backbone=true"
+            )
         if sync_batchnorm:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return nn.parallel.DistributedDataParallel(
@@ -136,15 +142,6 @@ def start(device: torch.device) -> tuple[Ranks, torch.device]:
 def stop(ranks: Ranks) -> None:
     if ranks.distributed and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def check_sync_batchnorm(sync_batchnorm: bool, ranks: Ranks, device: torch.device) -> None:
-    if sync_batchnorm and ranks.distributed and device.type != "cuda":
-        raise UserError(
-            "classifier.sync_batchnorm=true needs CUDA GPUs (torch's SyncBatchNorm has no CPU "
-            "implementation); on the CPU, leave it false or freeze the batch norm with "
-            "classifier.freeze_backbone=true"
-        )
 
 
 def _nccl() -> bool:
