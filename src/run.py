@@ -274,7 +274,10 @@ def resume_command(run_id: str, ranks: Ranks) -> str:
     typed = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
     kept = [as_typed(o) for o in typed if not o.startswith("resume=")]
     start = f"torchrun --nproc_per_node={ranks.local_world_size}" if ranks.distributed else "python"
-    return " ".join([start, "-m src.run", *map(shlex.quote, kept), f"resume={run_id}"])
+    server = os.environ.get("MLFLOW_TRACKING_URI")  # where the run is, if not in the config
+    words = [f"MLFLOW_TRACKING_URI={server}"] if server else []
+    words += [start, "-m src.run", *map(shlex.quote, kept), f"resume={run_id}"]
+    return " ".join(words)
 
 
 def finish(cfg, job: Job, data: PreparedData, fitted: Fitted, out: Path) -> dict:

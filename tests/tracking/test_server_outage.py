@@ -97,7 +97,10 @@ def test_a_run_outlives_its_tracking_server_and_resumes_when_it_is_back(tmp_path
     assert "Traceback" not in stderr
     (checkpoint,) = (tmp_path / "data" / "checkpoints").glob("*/last.pt")
     assert f"is kept in {checkpoint}" in line
-    resume = re.search(r"continue with: (python -m src\.run .*resume=\w+)$", line).group(1)
+    resume = re.search(
+        r"continue with: MLFLOW_TRACKING_URI=\S+ (python -m src\.run .*resume=\w+)$", line
+    )
+    resume = resume.group(1)
 
     server, _ = start_mlflow_server(folder, backend, port)  # back, with the same store
     try:
