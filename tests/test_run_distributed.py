@@ -65,46 +65,56 @@ def losses(client, run) -> list[float]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Two processes for 2 epochs, resumed by two processes to 3; one process for 3."""
-    tmp = tmp_path_factory.mktemp("ddp")
-    first = torchrun(*REFINE, "classifier.epochs=2", tmp=tmp)
-    assert first.returncode == 0, first.stderr[-3000:]
-    _, (run,) = runs_of(tmp)
-    resumed = torchrun(*REFINE, "classifier.epochs=3", f"resume={run.info.run_id}", tmp=tmp)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    single_tmp = tmp_path_factory.mktemp("single")
-    single = run_cli(*REFINE, "classifier.epochs=3", tmp=single_tmp)
-    assert single.returncode == 0, single.stderr[-3000:]
-    return tmp, single_tmp, first, resumed
+def single(tmp_path_factory):
+    """One process, 3 epochs: what two processes must reproduce."""
+    tmp = tmp_path_factory.mktemp("single")
+    result = run_cli(*REFINE, "classifier.epochs=3", tmp=tmp)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, (run,) = runs_of(tmp)
+    return client, run
 
 
-def test_two_processes_train_as_one_process_with_the_same_global_batch(runs):
-    tmp, single_tmp, _, _ = runs
-    client, (ddp,) = runs_of(tmp)
-    single_client, (single,) = runs_of(single_tmp)
-    expected = losses(single_client, single)
+def assert_same_training(ddp_client, ddp, single):
+    single_client, single_run = single
+    expected = losses(single_client, single_run)
     assert expected[-1] < expected[0]  # it trains
-    assert losses(client, ddp) == pytest.approx(expected, rel=1e-4)
+    assert losses(ddp_client, ddp) == pytest.approx(expected, rel=1e-4)
     a = torch.load(ddp.data.tags["checkpoint"], weights_only=False)["model"]
-    b = torch.load(single.data.tags["checkpoint"], weights_only=False)["model"]
+    b = torch.load(single_run.data.tags["checkpoint"], weights_only=False)["model"]
     assert a.keys() == b.keys()  # the plain module's names: no "module." of the DDP wrapper
     for key in a:
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
 
 
-def test_rank_0_alone_tracks_the_run_and_a_resume_continues_it(runs):
-    tmp, _, first, resumed = runs
-    client, runs_in_store = runs_of(tmp)
+def assert_tracked_by_rank_0_alone(client, runs_in_store, *results):
     (run,) = runs_in_store  # one run, though two processes trained
     assert run.info.status == "FINISHED" and run.data.tags["distributed.processes"] == "2"
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "lr")) == [0, 1, 2]
     assert "test/class_avg_accuracy" in run.data.metrics
     assert client.search_logged_models([run.info.experiment_id])
+    for result in results:  # one voice: rank 0's epoch lines only
+        assert (result.stdout + result.stderr).count("epoch 0: train loss") <= 1
+
+
+def test_two_processes_train_as_one_with_the_same_global_batch_and_rank_0_tracks(single, tmp_path):
+    result = torchrun(*REFINE, "classifier.epochs=3", tmp=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, runs_in_store = runs_of(tmp_path)
+    assert_tracked_by_rank_0_alone(client, runs_in_store, result)
+    assert_same_training(client, runs_in_store[0], single)
+
+
+@pytest.mark.slow
+def test_two_processes_resume_a_run_as_if_it_had_not_stopped(single, tmp_path):
+    first = torchrun(*REFINE, "classifier.epochs=2", tmp=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    _, (run,) = runs_of(tmp_path)
+    resumed = torchrun(*REFINE, "classifier.epochs=3", f"resume={run.info.run_id}", tmp=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "after epoch 1" in resumed.stdout + resumed.stderr
-    for result in (first, resumed):  # one voice: rank 0's epoch lines only
-        output = result.stdout + result.stderr
-        assert output.count("epoch 0: train loss") <= 1
+    client, runs_in_store = runs_of(tmp_path)
+    assert_tracked_by_rank_0_alone(client, runs_in_store, first, resumed)
+    assert_same_training(client, runs_in_store[0], single)
 
 
 def test_a_sweep_refuses_to_run_under_torchrun(tmp_path):
