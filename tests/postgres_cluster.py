@@ -101,10 +101,9 @@ def _version(path: str) -> float:
 
 
 if __name__ == "__main__":
-    action, folder = sys.argv[1], Path(sys.argv[2])
-    if action == "start":
-        print(start(folder))
-    elif action == "stop":
-        stop(folder)
-    else:
+    if len(sys.argv) != 3 or sys.argv[1] not in ("start", "stop"):
         sys.exit(f"usage: {sys.argv[0]} start|stop DIR")
+    try:
+        print(start(Path(sys.argv[2]))) if sys.argv[1] == "start" else stop(Path(sys.argv[2]))
+    except RuntimeError as error:
+        sys.exit(f"error: {error}")
