@@ -27,14 +27,15 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def configure(device: torch.device) -> None:
-    """Speed settings that hold for the whole process."""
+def configure(device: torch.device, processes: int = 1) -> None:
+    """Speed settings that hold for the whole process; `processes` on this machine (under
+    torchrun) share its cores."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick kernels
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     else:
-        torch.set_num_threads(cpu_count())
+        torch.set_num_threads(max(1, cpu_count() // processes))
 
 
 def resolve_workers(num_workers: int | str, device: torch.device) -> int:

@@ -27,6 +27,12 @@ def prepare_overrides(args: list[str]) -> list[str]:
     return prepared
 
 
+def as_typed(prepared: str) -> str:
+    """An override as a user types it on a shell: `resolution='448'` → `resolution=448`."""
+    numeric = re.compile(rf"^([+~]?(?:{'|'.join(NUMERIC_GROUPS)}))='(\d+)'$")
+    return numeric.sub(r"\1=\2", prepared)
+
+
 def override(key: str, value) -> str:
     """One `key=value` override for a value chosen by a sweeper, quoted where Hydra's
     grammar needs it (strings with special characters, numeric group options)."""

@@ -3,11 +3,15 @@
 Hydra composes conf/ into one config; `pipeline` unpacks it and runs
 data → features → classifier → evaluation, recording everything in one MLflow run, and
 returns the objective (validation class-averaged accuracy) for sweepers to maximise.
+Under `torchrun` (several processes refining one network) rank 0 runs `pipeline` and the
+others `follow` it: see src/classifiers/distributed.py.
 """
 
 import dataclasses
 import logging
+import math
 import os
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -21,10 +25,20 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from src.classifiers import distributed
 from src.classifiers.callbacks import EPOCH_METRICS
 from src.classifiers.checkpoint import load_checkpoint
+from src.classifiers.distributed import Ranks
 from src.classifiers.dnn import Refinement
-from src.classifiers.modes import SPLITS, Fitted, Job, fit_dnn, fit_svm, fit_svm_dnn_refined
+from src.classifiers.modes import (
+    SPLITS,
+    Fitted,
+    Job,
+    fit_dnn,
+    fit_svm,
+    fit_svm_dnn_refined,
+    refine_network,
+)
 from src.classifiers.network import make_spec
 from src.data.prepare import PreparedData, prepare_dataset
 from src.data.presets import load_pixels
@@ -35,12 +49,13 @@ from src.evaluation.metrics import evaluate
 from src.evaluation.results_page import write_results_page
 from src.features.backbone import build_featurizer, feature_size
 from src.features.cache import cached_features
-from src.overrides import prepare_overrides
+from src.overrides import as_typed, prepare_overrides
 from src.tracking import mlflow_run
-from src.tracking.epochs import EpochLogger
+from src.tracking.epochs import EpochLogger, log_missing_epochs
 from src.tracking.parent_runs import find_or_create_parent
 from src.tracking.pyfunc_model import encode_jpeg, log_model
 from src.tracking.run_logging import log_data, log_evaluation, log_svm_selection
+from src.tuning.study import redact
 from src.tuning.trial_link import TrialLink
 
 log = logging.getLogger("imgsweep")
@@ -48,24 +63,28 @@ log = logging.getLogger("imgsweep")
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
+    ranks = distributed.SINGLE
     try:
-        return pipeline(cfg)
+        ranks, device = distributed.start(pick_device(cfg.device))
+        return pipeline(cfg, device, ranks) if ranks.main else follow(cfg, device, ranks)
     except UserError as error:
         if multirun():
             raise  # the sweeper records the failed trial and goes on
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
+    finally:
+        distributed.stop(ranks)
 
 
-def pipeline(cfg: DictConfig) -> float:
+def pipeline(cfg: DictConfig, device: torch.device, ranks: Ranks = distributed.SINGLE) -> float:
     """One run; returns the validation class-averaged accuracy."""
     uri = mlflow_run.resolve_uri(
         cfg.tracking.uri, Path.cwd(), os.environ.get("MLFLOW_TRACKING_URI")
     )
+    mlflow_run.configure_retries(cfg.tracking.retry_seconds)
     mlflow_run.check_reachable(uri)  # before any heavy work
     mlflow.set_tracking_uri(uri)
-    device = pick_device(cfg.device)
-    configure(device)
+    configure(device, ranks.local_world_size)
     workers = resolve_workers(cfg.num_workers, device)
     torch.manual_seed(cfg.seed)
     root = dataset_root(cfg.dataset)
@@ -89,22 +108,32 @@ def pipeline(cfg: DictConfig) -> float:
             if link:
                 link.record_run(run.info.run_id)
             config = OmegaConf.to_container(cfg, resolve=True)
+            if config["trial"]["storage"]:  # no database password in the run's params
+                config["trial"]["storage"] = redact(config["trial"]["storage"])
             name = (
                 f"config_resumed_at_epoch_{resume['epoch'] + 1}.yaml" if resume else "config.yaml"
             )
             mlflow_run.log_config(config, OmegaConf.to_yaml(config), name)
+            if resume:
+                log_missing_epochs(run.info.run_id, resume["history"])
+            if ranks.distributed:
+                mlflow.set_tag("distributed.processes", str(ranks.world_size))
             data = data or prepare(cfg, root, workers)
+            if ranks.distributed and cfg.classifier.name != "svm":
+                ranks.broadcast(resume["path"] if resume else None)  # the others start now
             log_data(data, out)
             featurizer, weights = build_featurizer(cfg.model.name, cfg.model.weights)
             mlflow.set_tag("pretrained", str(weights.pretrained).lower())
             mlflow_run.log_params_once({"model.weights_identity": weights.identity})
             job = make_job(cfg, data, device, workers)
-            fitted = fit(cfg, job, featurizer, weights, run.info.run_id, resume, link)
+            fitted = fit(cfg, job, featurizer, weights, run.info.run_id, resume, link, ranks)
             if link and link.pruned_at is not None:
                 mlflow.set_tags({"optuna.state": "PRUNED", "optuna.pruned": "true"})
                 mlflow.log_artifacts(str(out))
             else:
                 reports = finish(cfg, job, data, fitted, out)
+    except mlflow_run.TrackingLost as lost:
+        raise UserError(f"{lost}; {what_is_kept(cfg, run.info.run_id, ranks)}") from None
     finally:
         if link:
             link.close()
@@ -116,7 +145,33 @@ def pipeline(cfg: DictConfig) -> float:
     return reports["val"]["class_avg_accuracy"]
 
 
-def fit(cfg, job: Job, featurizer, weights, run_id: str, resume, link) -> Fitted:
+def follow(cfg: DictConfig, device: torch.device, ranks: Ranks) -> float:
+    """A process other than rank 0 under torchrun: it refines alongside rank 0, on its share
+    of every batch, and tracks, checkpoints and scores nothing (rank 0 does all that)."""
+    if cfg.classifier.name == "svm":
+        return math.nan  # nothing to share out: rank 0 makes the whole run
+    configure(device, ranks.local_world_size)
+    workers = resolve_workers(cfg.num_workers, device)
+    torch.manual_seed(cfg.seed)
+    resume_from = ranks.broadcast(None)  # once rank 0 has checked and prepared the data
+    data = prepare(cfg, dataset_root(cfg.dataset), workers)
+    featurizer, _ = build_featurizer(cfg.model.name, cfg.model.weights)
+    c = cfg.classifier
+    refine_network(
+        make_job(cfg, data, device, workers),
+        featurizer,
+        refinement(c),
+        c.dropout,
+        feature_size(cfg.model.name),
+        [],
+        None,
+        load_checkpoint(resume_from) if resume_from else None,
+        ranks,
+    )
+    return math.nan
+
+
+def fit(cfg, job: Job, featurizer, weights, run_id: str, resume, link, ranks) -> Fitted:
     """Unpack the classifier's config and run its mode."""
     c = cfg.classifier
     if c.name == "svm":
@@ -138,16 +193,13 @@ def fit(cfg, job: Job, featurizer, weights, run_id: str, resume, link) -> Fitted
             log.info(f"features: found in the cache, featurisation skipped ({len(files)} images)")
         return fit_svm(job, featurizer, features, list(c.C_values), c.l2_normalize)
 
-    # the classifier's config keys are named as Refinement's fields
-    known = {f.name for f in dataclasses.fields(Refinement)}
-    settings = Refinement(**{k: v for k, v in OmegaConf.to_container(c).items() if k in known})
-    checkpoint = Path(cfg.paths.checkpoint_dir).resolve() / run_id / "last.pt"
+    checkpoint = checkpoint_path(cfg, run_id)
     mlflow.set_tag("checkpoint", str(checkpoint))
     callbacks = [EpochLogger(resume["history"] if resume else ()), *([link] if link else [])]
     refine_args = (
         job,
         featurizer,
-        settings,
+        refinement(c),
         c.dropout,
         feature_size(cfg.model.name),
         callbacks,
@@ -155,9 +207,9 @@ def fit(cfg, job: Job, featurizer, weights, run_id: str, resume, link) -> Fitted
         resume,
     )
     if c.name == "dnn":
-        fitted = fit_dnn(*refine_args)
+        fitted = fit_dnn(*refine_args, ranks=ranks)
     elif c.name == "svm_dnn_refined":
-        fitted = fit_svm_dnn_refined(*refine_args, list(c.C_values), c.l2_normalize)
+        fitted = fit_svm_dnn_refined(*refine_args, list(c.C_values), c.l2_normalize, ranks=ranks)
     else:
         raise UserError(f"classifier={c.name} is not one of svm, dnn, svm_dnn_refined")
     mlflow.log_metrics(
@@ -169,6 +221,38 @@ def fit(cfg, job: Job, featurizer, weights, run_id: str, resume, link) -> Fitted
     if fitted.refined.stopped_by:
         mlflow.set_tag("stopped_by", fitted.refined.stopped_by)
     return fitted
+
+
+def refinement(c: DictConfig) -> Refinement:
+    """The refinement settings of a classifier config (its keys are Refinement's fields)."""
+    known = {f.name for f in dataclasses.fields(Refinement)}
+    return Refinement(**{k: v for k, v in OmegaConf.to_container(c).items() if k in known})
+
+
+def checkpoint_path(cfg: DictConfig, run_id: str) -> Path:
+    return Path(cfg.paths.checkpoint_dir).resolve() / run_id / "last.pt"
+
+
+def what_is_kept(cfg: DictConfig, run_id: str, ranks: Ranks) -> str:
+    """After the tracking server went away: what survives locally, and how to go on."""
+    checkpoint = checkpoint_path(cfg, run_id)
+    if cfg.classifier.name == "svm" or not checkpoint.is_file():
+        return "nothing trained is lost: run the same command again once the server is back"
+    epoch = load_checkpoint(checkpoint)["epoch"]
+    return (
+        f"the training up to epoch {epoch} is kept in {checkpoint}; once the server is back, "
+        f"continue with: {resume_command(run_id, ranks)}"
+    )
+
+
+def resume_command(run_id: str, ranks: Ranks) -> str:
+    typed = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    kept = [as_typed(o) for o in typed if not o.startswith("resume=")]
+    start = f"torchrun --nproc_per_node={ranks.local_world_size}" if ranks.distributed else "python"
+    server = os.environ.get("MLFLOW_TRACKING_URI")  # where the run is, if not in the config
+    words = [f"MLFLOW_TRACKING_URI={server}"] if server else []
+    words += [start, "-m src.run", *map(shlex.quote, kept), f"resume={run_id}"]
+    return " ".join(words)
 
 
 def finish(cfg, job: Job, data: PreparedData, fitted: Fitted, out: Path) -> dict:
@@ -308,7 +392,7 @@ def resume_state(cfg: DictConfig, uri: str, data: PreparedData) -> dict:
         raise UserError(f"resume={cfg.resume}: its checkpoint {checkpoint} is not there")
     state = load_checkpoint(checkpoint)
     log.info(f"resuming run {cfg.resume} after epoch {state['epoch']}")
-    return state
+    return {**state, "path": str(checkpoint)}
 
 
 def dataset_root(dataset: DictConfig) -> Path:

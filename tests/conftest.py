@@ -1,23 +1,28 @@
 """Shared fixtures: tiny real datasets on disk, and running the real CLI in a subprocess."""
 
+import contextlib
 import io
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from src.data.synthetic import ensure_synthetic_textures
+from tests import postgres_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,10 +111,70 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` on a free loopback port (SQLite backend, local artifacts)."""
-    folder = tmp_path_factory.mktemp("server")
-    port = free_port()
+def postgres():
+    """A PostgreSQL server's URL, for the tests that need one: IMGSWEEP_TEST_POSTGRES if set
+    (`.ci/run` sets it; a superuser, as it creates databases), else a throwaway cluster
+    started here from the installed binaries. Skips when there is neither."""
+    given = os.environ.get("IMGSWEEP_TEST_POSTGRES")
+    try:
+        sqlalchemy.engine.make_url("postgresql://").get_dialect().import_dbapi()
+    except ImportError as error:
+        pytest.skip(f"no PostgreSQL driver ({error.name}): pip install -e '.[postgres]'")
+    if given:
+        try:
+            run_sql(given, "SELECT 1")
+        except sqlalchemy.exc.SQLAlchemyError as error:
+            reason = str(error).splitlines()[0]
+            pytest.skip(f"IMGSWEEP_TEST_POSTGRES={given} is not reachable: {reason}")
+        yield given
+        return
+    if postgres_cluster.binaries() is None:
+        pytest.skip(
+            "no PostgreSQL: set IMGSWEEP_TEST_POSTGRES=postgresql://... or install it "
+            "(apt-get install postgresql)"
+        )
+    folder = Path(tempfile.mkdtemp(prefix="imgsweep-postgres-"))
+    try:
+        url = postgres_cluster.start(folder)
+    except RuntimeError as error:
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.skip(f"a PostgreSQL cluster could not be started here: {error}")
+    try:
+        yield url
+    finally:
+        postgres_cluster.stop(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def new_database(postgres):
+    """Makes empty databases on the test server: `new_database("optuna")` → its URL."""
+
+    def make(prefix: str = "db") -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        run_sql(postgres, f"CREATE DATABASE {name}")
+        return postgres.rsplit("/", 1)[0] + f"/{name}"
+
+    return make
+
+
+def run_sql(url: str, *statements: str) -> None:
+    """Run statements on the server at `url`, outside any transaction."""
+    engine = sqlalchemy.create_engine(
+        url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
+    )
+    try:
+        with engine.connect() as connection:
+            for statement in statements:
+                connection.execute(sqlalchemy.text(statement))
+    finally:
+        engine.dispose()
+
+
+def start_mlflow_server(folder: Path, backend: str, port: int | None = None):
+    """`mlflow server` on loopback with this backend store and artifacts under `folder`;
+    returns (process, uri) once it answers."""
+    port = port or free_port()
     command = [
         sys.executable,
         "-m",
@@ -120,29 +185,52 @@ def mlflow_server(tmp_path_factory):
         "--port",
         str(port),
         "--backend-store-uri",
-        f"sqlite:///{folder}/db.sqlite",
+        backend,
         "--artifacts-destination",
         str(folder / "artifacts"),
         "--workers",
         "1",
     ]
-    log = (folder / "server.log").open("w")
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "server.log").open("a") as log:  # its own process group: it has workers
+        server = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2):
+                return server, uri
+        except OSError:
+            if time.time() > deadline or server.poll() is not None:
+                kill_mlflow_server(server)
+                pytest.fail(f"mlflow server did not start: {(folder / 'server.log').read_text()}")
+            time.sleep(0.5)
+
+
+def stop_mlflow_server(server) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2):
-                    break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    pytest.fail(
-                        f"mlflow server did not start: {(folder / 'server.log').read_text()}"
-                    )
-                time.sleep(0.5)
+        server.wait(timeout=5)  # its job consumers take their time; the tests are done with it
+    except subprocess.TimeoutExpired:
+        kill_mlflow_server(server)
+
+
+def kill_mlflow_server(server) -> None:
+    """SIGKILL to the server and its workers, as if its machine died."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGKILL)
+    server.wait()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on a free loopback port (SQLite backend, local artifacts)."""
+    folder = tmp_path_factory.mktemp("server")
+    server, uri = start_mlflow_server(folder, f"sqlite:///{folder}/db.sqlite")
+    try:
         yield uri
     finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
+        stop_mlflow_server(server)

@@ -287,6 +287,7 @@ def test_ctrl_c_fails_the_running_trial_and_leaves_no_run_running(tmp_path):
         *REFINE_SWEEP,
         "classifier.lr=tag(log, interval(0.001, 0.01))",
         "classifier.epochs=choice(300)",
+        "classifier.patience=0",  # no early stop: the trial is still running at Ctrl-C
         "hydra.sweeper.pruner.name=none",
         "~hydra.sweeper.pruner.n_startup_trials",
         "~hydra.sweeper.pruner.n_warmup_steps",

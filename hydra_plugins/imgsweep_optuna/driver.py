@@ -3,6 +3,11 @@
 Each of `n_jobs` threads runs that loop on its own, so a slow trial never holds the others
 back (no batches). The study's storage is the only shared state: several sweep processes,
 on one machine or many, cooperate on one study by the same rules (see src/tuning/study.py).
+
+If the study's database or the tracking server goes away, the sweep stops with one line:
+every trial told so far stays in the study, the interrupted ones are failed by whoever
+opens it next (their worker is gone, or their heartbeat stops), and the same command
+continues the study.
 """
 
 import logging
@@ -25,6 +30,7 @@ from src.tracking import mlflow_run
 from src.tracking.parent_runs import find_or_create_parent
 from src.tuning.search_space import parse_search_space, suggest
 from src.tuning.study import (
+    STORAGE_ERRORS,
     WORKER,
     counts,
     default_storage,
@@ -34,6 +40,8 @@ from src.tuning.study import (
     make_pruner,
     make_sampler,
     open_storage,
+    record_heartbeat,
+    redact,
     seed_for_trial,
 )
 from src.tuning.sweep_report import refresh_parent, summary
@@ -56,6 +64,11 @@ def _run_sweep(sweeper, arguments: list[str]):
     study_name = settings["study_name"] or choices.get("sweep") or "sweep"
     storage_url = settings["storage"] or default_storage(Path(cfg.paths.sweeps_dir))
     n_trials = int(settings["n_trials"])
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError(
+            "a sweep does not run under torchrun: start one sweep process per machine or GPU "
+            "(CUDA_VISIBLE_DEVICES=i), all with the same hydra.sweeper.storage"
+        )
 
     space = parse_search_space(
         settings["params"] or {}, prepare_overrides(arguments), lambda key: _known(cfg, key)
@@ -82,6 +95,7 @@ def _run_sweep(sweeper, arguments: list[str]):
     uri = mlflow_run.resolve_uri(
         cfg.tracking.uri, Path.cwd(), os.environ.get("MLFLOW_TRACKING_URI")
     )
+    mlflow_run.configure_retries(cfg.tracking.retry_seconds)
     mlflow_run.check_reachable(uri)
     experiment = mlflow_run.experiment_id(uri, _experiment_name(cfg))
     parent = find_or_create_parent(
@@ -89,12 +103,12 @@ def _run_sweep(sweeper, arguments: list[str]):
         experiment,
         f"optuna:{study_name}",
         study_name,
-        {"sweep.study": study_name, "sweep.storage": storage_url, "sweep.kind": "optuna"},
+        {"sweep.study": study_name, "sweep.storage": redact(storage_url), "sweep.kind": "optuna"},
     )
-    fail_orphans(study)
+    _fail_orphans(study, uri)
     state = counts(study)
     log.info(
-        f"study {study_name} ({storage_url}): {state['done']} of {n_trials} trials done"
+        f"study {study_name} ({redact(storage_url)}): {state['done']} of {n_trials} trials done"
         + (f", {state['in_flight']} running elsewhere" if state["in_flight"] else "")
         + f"; MLflow parent run {parent}"
     )
@@ -111,6 +125,7 @@ def _run_sweep(sweeper, arguments: list[str]):
         "lock": threading.Lock(),
         "stop": threading.Event(),
         "errors": [],
+        "lost": None,  # "storage" or "tracking": the one that went away
     }
     # One trial at a time runs in this (main) thread, so Ctrl-C reaches the job itself and its
     # MLflow run ends KILLED; more run in threads, each launching jobs in other processes.
@@ -136,9 +151,13 @@ def _run_sweep(sweeper, arguments: list[str]):
     finally:
         if context["errors"]:
             status = "FAILED"
-        mlflow_run.finish_parent(uri, parent, status)
-        refresh_parent(uri, parent, study)
-        print(summary(study, space.fixed))
+        lost = context["lost"]  # then only what is still there is used
+        if lost != "tracking":
+            mlflow_run.finish_parent(uri, parent, status)
+        if lost is None:
+            _refresh(uri, parent, study)
+        if lost != "storage":
+            print(summary(study, space.fixed))
     if context["errors"]:
         raise UserError(context["errors"][0])
     return study.best_trial if counts(study)["done"] else None
@@ -147,16 +166,44 @@ def _run_sweep(sweeper, arguments: list[str]):
 def _worker(context: dict) -> None:
     try:
         _trials(context)
-    except Exception as error:  # a bug in the driver: stop the sweep and say so
-        log.exception("the sweep's driver failed")
+    except STORAGE_ERRORS as error:
+        storage = redact(_storage_url(context["sweeper"]))
+        _lost(context, "storage", f"the study's storage {storage}", error)
+    except Exception as error:
+        if mlflow_run.server_unreachable(context["uri"]):
+            _lost(context, "tracking", f"the MLflow tracking server {context['uri']}", error)
+            return
+        log.exception("the sweep's driver failed")  # a bug in the driver: stop, and say so
         context["errors"].append(f"the sweep's driver failed: {error!r}")
         context["stop"].set()
+
+
+def _lost(context: dict, kind: str, what: str, error: Exception) -> None:
+    """A database or server the sweep needs went away: stop cleanly, in one line."""
+    reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else repr(error)
+    context["errors"].append(
+        f"{what} stopped answering ({reason}); the study keeps every trial finished so far: "
+        "run the same command again once it is back to continue"
+    )
+    context["lost"] = context["lost"] or kind
+    context["stop"].set()
+
+
+def _fail_orphans(study: optuna.Study, uri: str) -> None:
+    """fail_orphans, and the MLflow runs of the trials it failed marked so too."""
+    for number in fail_orphans(study):
+        trial = study.get_trials(deepcopy=False)[number]
+        if run_id := trial.user_attrs.get("mlflow_run_id"):
+            client = MlflowClient(uri)
+            client.set_tag(run_id, "optuna.state", "FAIL")
+            client.set_tag(run_id, "error", "its worker died")
+            client.set_terminated(run_id, "KILLED")
 
 
 def _trials(context: dict) -> None:
     study, n_trials = context["study"], context["n_trials"]
     while not context["stop"].is_set():
-        fail_orphans(study)
+        _fail_orphans(study, context["uri"])
         state = counts(study)
         if state["done"] >= n_trials:
             return
@@ -179,6 +226,7 @@ def _trials(context: dict) -> None:
 def _ask(context: dict):
     study, space = context["study"], context["space"]
     trial = study.ask()
+    record_heartbeat(study, trial._trial_id)
     trial.set_user_attr("worker", WORKER)
     if is_surplus(study, trial, context["n_trials"]):  # another worker asked at the same time
         trial.set_user_attr("error", "surplus: the study was full when this worker asked")
@@ -226,9 +274,15 @@ def _run_trial(context: dict, trial: optuna.Trial, params: dict) -> None:
     log.info(f"trial {trial.number}: {outcome}")
     frozen = study.get_trials(deepcopy=False)[trial.number]
     _tag_child(context["uri"], frozen)
+    _refresh(context["uri"], context["parent"], study)
+
+
+def _refresh(uri: str, parent: str, study: optuna.Study) -> None:
     try:
-        refresh_parent(context["uri"], context["parent"], study)
+        refresh_parent(uri, parent, study)
     except Exception as report_error:  # noqa: BLE001 - figures must not stop a sweep
+        if mlflow_run.server_unreachable(uri):
+            raise
         log.warning(f"could not refresh the sweep's figures: {report_error}")
 
 

@@ -2,7 +2,10 @@
 
 `refine` is the training loop: one epoch of augmented training, then validation with the
 plain letterbox, then a checkpoint, then the callbacks. The weights of the best epoch (by
-validation class-averaged accuracy) are the ones it leaves in the model.
+validation class-averaged accuracy) are the ones it leaves in the model. Under torchrun the
+same loop runs in every process (src/classifiers/distributed.py): `ranks` shards the data,
+wraps the model for DistributedDataParallel and sums the epoch's counts; in one process it
+changes nothing.
 """
 
 import copy
@@ -26,6 +29,7 @@ from src.classifiers.callbacks import (
     should_stop_early,
 )
 from src.classifiers.checkpoint import restore_rng_state, save_checkpoint
+from src.classifiers.distributed import SINGLE, Ranks
 from src.classifiers.network import ImageClassifier
 from src.data.loader import EpochSampler, ImageDataset, SeededItems, make_loader
 from src.data.presets import augment, load_pixels
@@ -57,6 +61,7 @@ class Refinement:
     hflip: bool = False
     amp: bool = True
     compile: bool = False
+    sync_batchnorm: bool = False  # under torchrun on GPUs: batch statistics over all processes
 
 
 @dataclass
@@ -79,10 +84,11 @@ def refine(
     callbacks: list[Callback] = (),
     checkpoint: Path | None = None,
     resume: dict | None = None,
+    ranks: Ranks = SINGLE,
 ) -> Refined:
     """Train `model` in place; it ends holding the best epoch's weights."""
     train_paths, train_labels = train
-    batch_size = _clamp_batch_size(settings.batch_size, len(train_paths))
+    batch_size = ranks.batch_share(_clamp_batch_size(settings.batch_size, len(train_paths)))
     model = model.to(device).to(memory_format=torch.channels_last)
     if settings.freeze_backbone:
         for parameter in model.featurizer.parameters():
@@ -91,13 +97,19 @@ def refine(
     optimizer = torch.optim.SGD(
         trainable, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
     )
-    sampler = EpochSampler(train_labels, settings.balance_classes, settings.max_train_images, seed)
+    sampler = EpochSampler(
+        train_labels,
+        settings.balance_classes,
+        settings.max_train_images,
+        seed,
+        ranks.rank,
+        ranks.world_size,
+    )
     steps_per_epoch = math.ceil(len(sampler) / batch_size)
     scheduler = make_scheduler(optimizer, settings, steps_per_epoch)
     half = autocast(device, settings.amp)
     # fp16 needs its gradients scaled to stay representable; bf16 and fp32 do not
     scaler = torch.amp.GradScaler(enabled=amp_dtype(device, settings.amp) == torch.float16)
-    step = torch.compile(model) if settings.compile else model
 
     history, best_state, start = [], None, 0
     if resume is not None:
@@ -107,27 +119,39 @@ def refine(
         scaler.load_state_dict(resume["scaler"])
         restore_rng_state(resume["rng"])
         history, best_state, start = resume["history"], resume["best_model"], resume["epoch"] + 1
+    # `model` stays the plain module: validation, checkpoints and the logged model use it
+    step = ranks.wrap(model, device, settings.sync_batchnorm)
+    step = torch.compile(step) if settings.compile else step
 
     items, train_loader, val_loader = epoch_loaders(
-        train, val, sampler, settings, size, preprocessing, batch_size, device, workers, seed
+        train, val, sampler, settings, size, preprocessing, batch_size, device, workers, seed, ranks
     )
-    stopped_by = None
-    for epoch in range(start, settings.epochs):
-        torch.manual_seed(seed * 1_000_003 + epoch)  # dropout: fixed per epoch
+    # a run that had stopped early before it was interrupted stays stopped when resumed
+    stopped_by = (
+        "early_stopping" if history and should_stop_early(history, settings.patience) else None
+    )
+    remaining = range(start, settings.epochs) if stopped_by is None else ()
+    frozen = model.featurizer if settings.freeze_backbone else None
+    for epoch in remaining:
+        # dropout: fixed per epoch (and process: each draws its own)
+        torch.manual_seed((seed * 1_000_003 + epoch) * ranks.world_size + ranks.rank)
         items.set_epoch(epoch)
         started = time.perf_counter()
-        train_metrics = train_one_epoch(
-            step, train_loader, optimizer, scheduler, scaler, half, device, settings, epoch
+        loss_sum, correct, seen = ranks.sum(
+            *train_one_epoch(
+                step, frozen, train_loader, optimizer, scheduler, scaler, half, device, epoch
+            )
         )
         training_seconds = time.perf_counter() - started
-        val_metrics = validate(model, val_loader, val[1], device)
+        val_metrics = validate(model, val_loader, val[1], device, ranks)
         seconds = time.perf_counter() - started
         metrics = {
-            **train_metrics,
+            "train/loss": loss_sum / max(seen, 1),
+            "train/accuracy": correct / max(seen, 1),
             **val_metrics,
             "lr": optimizer.param_groups[0]["lr"],
             "time/epoch_seconds": seconds,
-            "time/train_images_per_second": train_metrics.pop("images") / training_seconds,
+            "time/train_images_per_second": seen / training_seconds,
         }
         history.append(metrics)
         log.info(
@@ -156,6 +180,7 @@ def refine(
                 stopped_by = stopped_by or callback_name(callback)
         if stopped_by is None and should_stop_early(history, settings.patience):
             stopped_by = "early_stopping"
+        stopped_by = ranks.broadcast(stopped_by)  # rank 0's callbacks decide for all
         if stopped_by:
             log.info(f"stopped after epoch {epoch} ({stopped_by})")
             break
@@ -164,21 +189,26 @@ def refine(
     return Refined(history, best_epoch(history) if history else -1, stopped_by)
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, scaler, half, device, settings, epoch):
+def train_one_epoch(model, frozen, loader, optimizer, scheduler, scaler, half, device, epoch):
+    """One pass over `loader`; returns (sum of losses, correct predictions, images seen).
+    `frozen`: a part of the model that stays in eval mode (a frozen backbone)."""
     model.train()
-    if settings.freeze_backbone:
-        model.featurizer.eval()  # frozen batch-norm statistics stay as they were
+    if frozen is not None:
+        frozen.eval()  # frozen batch-norm statistics stay as they were
     total_loss, correct, seen = 0.0, 0, 0
     progress = tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False)
     for pixels, labels, index in progress:
-        keep = index >= 0  # drop images that failed to decode
+        keep, weight = index >= 0, 1.0  # drop images that failed to decode
+        if not keep.any():
+            if not torch.distributed.is_initialized():
+                continue
+            # every process must take part in each step: one blank image, weighted 0
+            keep[0], labels[0], weight = True, 0, 0.0
         pixels = pixels[keep].to(device, non_blocking=True)
         labels = labels[keep].to(device, non_blocking=True)
-        if len(labels) == 0:
-            continue
         with half:
             logits = model(pixels)
-            loss = F.cross_entropy(logits.float(), labels)
+            loss = F.cross_entropy(logits.float(), labels) * weight
         if not torch.isfinite(loss):
             raise UserError(
                 f"the training loss became {loss.item()} in epoch {epoch} at learning rate "
@@ -189,22 +219,20 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, half, device, s
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
-        total_loss += loss.item() * len(labels)
-        correct += (logits.argmax(1) == labels).sum().item()
-        seen += len(labels)
-        progress.set_postfix(loss=f"{total_loss / seen:.3f}")
-    return {
-        "train/loss": total_loss / max(seen, 1),
-        "train/accuracy": correct / max(seen, 1),
-        "images": seen,
-    }
+        if weight:
+            total_loss += loss.item() * len(labels)
+            correct += (logits.argmax(1) == labels).sum().item()
+            seen += len(labels)
+        progress.set_postfix(loss=f"{total_loss / max(seen, 1):.3f}")
+    return total_loss, correct, seen
 
 
 def epoch_loaders(
-    train, val, sampler, settings, size, preprocessing, batch_size, device, workers, seed
+    train, val, sampler, settings, size, preprocessing, batch_size, device, workers, seed, ranks
 ):
     """The training and validation loaders, made once: their worker processes live across
-    epochs. Returns also what to call `set_epoch` on before each epoch."""
+    epochs. Returns also what to call `set_epoch` on before each epoch. Under torchrun each
+    process validates its share of the validation set."""
     if settings.augment:
         transform = partial(
             augment, size=size, crop=settings.crop, jitter=settings.jitter, hflip=settings.hflip
@@ -216,13 +244,16 @@ def epoch_loaders(
     train_loader = make_loader(
         train_set, batch_size, workers, device, sampler=items, seed=seed, persistent=True
     )
-    val_set = image_files(val[0], size, preprocessing)
+    val_set = image_files(ranks.shard(val[0]), size, preprocessing)
     val_loader = make_loader(val_set, batch_size, workers, device, persistent=True)
     return items, train_loader, val_loader
 
 
-def validate(model, loader, labels, device) -> dict[str, float]:
-    logits = featurize_batches(model, loader, len(labels), device, desc="validating")
+def validate(model, loader, labels, device, ranks: Ranks = SINGLE) -> dict[str, float]:
+    """Scores on the validation set, gathered from every process's share."""
+    share = len(ranks.shard(range(len(labels))))
+    logits = featurize_batches(model, loader, share, device, desc="validating")
+    logits = ranks.gather_rows(logits)
     loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
     predicted = logits.argmax(1)
     return {

@@ -5,7 +5,8 @@
   svm_dnn_refined  refined as dnn, then the linear SVM on the refined network's features
 
 Each returns a `Fitted`: the final ImageClassifier and its logits on every split, computed
-the way the served model computes them.
+the way the served model computes them. Under torchrun (`ranks`), every process refines,
+and rank 0 alone goes on to score and fit the SVM.
 """
 
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from src.classifiers.distributed import SINGLE, Ranks
 from src.classifiers.dnn import Refined, Refinement, refine
 from src.classifiers.network import ImageClassifier, make_head
 from src.classifiers.svm import SvmFit, fit_svm_classifier
@@ -90,9 +92,10 @@ def fit_dnn(
     callbacks: list,
     checkpoint: Path,
     resume: dict | None,
+    ranks: Ranks = SINGLE,
 ) -> Fitted:
-    model, refined = _refine(
-        job, featurizer, settings, dropout, feature_size, callbacks, checkpoint, resume
+    model, refined = refine_network(
+        job, featurizer, settings, dropout, feature_size, callbacks, checkpoint, resume, ranks
     )
     logits = {s: job.outputs(model, job.paths(s), f"scoring {s}") for s in SPLITS}
     return Fitted(model, "dnn", logits, refined=refined)
@@ -109,9 +112,10 @@ def fit_svm_dnn_refined(
     resume: dict | None,
     C_values: list[float],
     l2_normalize: bool,
+    ranks: Ranks = SINGLE,
 ) -> Fitted:
-    model, refined = _refine(
-        job, featurizer, settings, dropout, feature_size, callbacks, checkpoint, resume
+    model, refined = refine_network(
+        job, featurizer, settings, dropout, feature_size, callbacks, checkpoint, resume, ranks
     )
     features = job.outputs(model.featurizer, job.all_paths(), "featurising (refined)")
     fitted = fit_svm(job, model.featurizer, features, C_values, l2_normalize)
@@ -119,7 +123,10 @@ def fit_svm_dnn_refined(
     return fitted
 
 
-def _refine(job, featurizer, settings, dropout, feature_size, callbacks, checkpoint, resume):
+def refine_network(
+    job, featurizer, settings, dropout, feature_size, callbacks, checkpoint, resume, ranks=SINGLE
+):
+    """The featurizer with a new dropout → linear head, refined (see src/classifiers/dnn.py)."""
     head = make_head("dnn", feature_size, job.num_classes, dropout)
     model = ImageClassifier(featurizer, head, l2_normalize=False)
     refined = refine(
@@ -135,5 +142,6 @@ def _refine(job, featurizer, settings, dropout, feature_size, callbacks, checkpo
         callbacks,
         checkpoint,
         resume,
+        ranks,
     )
     return model, refined

@@ -54,11 +54,26 @@ class EpochSampler(Sampler):
     `balance`: smaller classes are oversampled (drawn again) up to the size of the largest.
     `max_images`: at most this many images per epoch (the original's rf_maxTrainImages).
     Call `set_epoch` before each epoch; a resumed run then sees the same order as an
-    uninterrupted one."""
+    uninterrupted one.
 
-    def __init__(self, labels, balance: bool, max_images: int | None, seed: int):
+    Under torchrun, process `rank` of `world_size` takes every world_size-th image of that
+    order (as torch's DistributedSampler; the order is padded with its own start to a
+    multiple of world_size, so every process takes as many steps). Step s of the processes
+    together then sees exactly the images one process would see in step s, with a
+    per-process batch of batch_size / world_size."""
+
+    def __init__(
+        self,
+        labels,
+        balance: bool,
+        max_images: int | None,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.labels, self.balance, self.max_images = np.asarray(labels), balance, max_images
         self.seed, self.epoch = seed, 0
+        self.rank, self.world_size = rank, world_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -77,7 +92,11 @@ class EpochSampler(Sampler):
         else:
             pool = np.arange(len(self.labels))
         order = rng.permutation(pool)
-        return order[: self.max_images] if self.max_images else order
+        order = order[: self.max_images] if self.max_images else order
+        if self.world_size > 1:
+            padded = np.resize(order, -(-len(order) // self.world_size) * self.world_size)
+            order = padded[self.rank :: self.world_size]
+        return order
 
     def __iter__(self):
         return iter(self.indices().tolist())
@@ -94,7 +113,7 @@ class SeededItems(Sampler):
     processes can live across epochs, and a resumed run sees the pixels an uninterrupted
     one saw, whatever the number of workers."""
 
-    def __init__(self, sampler: Sampler, seed: int):
+    def __init__(self, sampler: EpochSampler, seed: int):
         self.sampler, self.seed, self.epoch = sampler, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -102,8 +121,11 @@ class SeededItems(Sampler):
         self.sampler.set_epoch(epoch)
 
     def __iter__(self):
+        # under torchrun, the position in the whole epoch's order (EpochSampler's slice
+        # `rank::world_size`): N processes augment each image as one process would
+        rank, world_size = self.sampler.rank, self.sampler.world_size
         for position, index in enumerate(self.sampler):
-            yield index, (self.seed, self.epoch, index, position)
+            yield index, (self.seed, self.epoch, index, position * world_size + rank)
 
     def __len__(self) -> int:
         return len(self.sampler)

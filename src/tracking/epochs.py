@@ -4,7 +4,9 @@ import tempfile
 from pathlib import Path
 
 import mlflow
+from mlflow.tracking import MlflowClient
 
+from src.classifiers.callbacks import MONITOR
 from src.evaluation.plots import training_curve_figure
 
 
@@ -24,3 +26,13 @@ class EpochLogger:
         with tempfile.TemporaryDirectory() as tmp:
             path = training_curve_figure(self.history, Path(tmp) / "training_curve.png")
             mlflow.log_artifact(str(path), "evaluation")
+
+
+def log_missing_epochs(run_id: str, history: list[dict[str, float]]) -> None:
+    """Epochs a resumed run has in its checkpoint but not in MLflow (the tracking server
+    went away after the checkpoint was written, before the epoch was logged): logged now,
+    so no step is missing."""
+    logged = {m.step for m in MlflowClient().get_metric_history(run_id, MONITOR)}
+    for epoch, metrics in enumerate(history):
+        if epoch not in logged:
+            mlflow.log_metrics(metrics, step=epoch)

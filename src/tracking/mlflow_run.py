@@ -3,9 +3,17 @@
 The default store is SQLite (`sqlite:///mlruns/mlflow.db`) with artifacts in `mlruns/`;
 `MLFLOW_TRACKING_URI` in the environment wins over the config. Each experiment gets an
 absolute artifact location, so artifacts land in the store wherever a run is started.
+
+With a tracking server, MLflow's client retries a request that fails (connection refused,
+5xx, 429) with exponential backoff; `tracking.retry_seconds` bounds that. A run whose server
+is still gone after it fails with `TrackingLost`, ending the run locally without waiting
+again (the server keeps it RUNNING until it is resumed).
 """
 
+import contextlib
 import logging
+import math
+import os
 import subprocess
 import urllib.error
 import urllib.request
@@ -20,6 +28,45 @@ from src.errors import UserError
 log = logging.getLogger(__name__)
 
 UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui` listens by default
+RETRY_VARIABLES = (  # MLflow's own; those a user set in the environment win
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+)
+_USER_SET = {name for name in RETRY_VARIABLES if name in os.environ}
+_retry_seconds = [120.0]
+
+
+class TrackingLost(UserError):
+    """The tracking server stopped answering during a run, and did not come back in time."""
+
+
+def configure_retries(retry_seconds: float) -> None:
+    """Let MLflow's client retry a server that does not answer for about `retry_seconds`:
+    n retries with backoff waits of 0, 2, 4, 8, ... s (2^n - 2 s in all). A server that
+    accepts connections and then hangs also costs the per-request timeout on each try:
+    a quarter of `retry_seconds`, 5 to 60 s."""
+    retries = 0 if retry_seconds <= 0 else min(10, round(math.log2(retry_seconds + 2)))
+    chosen = {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": retries,
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": 1,
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": max(5, min(60, int(retry_seconds // 4))),
+    }
+    for name, value in chosen.items():
+        if name not in _USER_SET:
+            os.environ[name] = str(value)
+    _retry_seconds[0] = retry_seconds
+
+
+def server_unreachable(uri: str) -> bool:
+    """Is this a tracking server that does not answer now? (False for a local store.)"""
+    if not uri.startswith(("http://", "https://")):
+        return False
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5):
+            return False
+    except (urllib.error.URLError, OSError):
+        return True
 
 
 def resolve_uri(configured: str, base_dir: Path, environment: str | None = None) -> str:
@@ -83,17 +130,40 @@ def tracked_run(
     nested: bool = False,
 ):
     """An active MLflow run that ends FINISHED, or FAILED (KILLED on Ctrl-C) with the
-    error recorded as the `error` tag: never left RUNNING."""
+    error recorded as the `error` tag: never left RUNNING, unless its tracking server went
+    away (then it raises TrackingLost, and the run waits on the server to be resumed)."""
     with mlflow.start_run(
         run_id=run_id, experiment_id=experiment, run_name=run_name, tags=tags, nested=nested
     ) as run:
         try:
             yield run
         except BaseException as error:
+            uri = mlflow.get_tracking_uri()
+            if not isinstance(error, KeyboardInterrupt) and server_unreachable(uri):
+                _let_go_of_active_run()
+                raise TrackingLost(
+                    f"the MLflow tracking server {uri} stopped answering (given up after "
+                    f"retrying for about {_retry_seconds[0]:g} s: tracking.retry_seconds)"
+                ) from error
             mlflow.set_tag("error", f"{type(error).__name__}: {error}"[:5000])
             if isinstance(error, KeyboardInterrupt):  # MLflow itself would say FAILED
                 mlflow.end_run("KILLED")
             raise
+
+
+def _let_go_of_active_run() -> None:
+    """End the active run here, trying the server once, briefly, instead of retrying."""
+    saved = {name: os.environ.get(name) for name in RETRY_VARIABLES}
+    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="2")
+    try:
+        with contextlib.suppress(Exception):
+            mlflow.end_run("FAILED")
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def log_config(config: dict, yaml_text: str, name: str = "config.yaml") -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+import sqlalchemy
 from optuna.trial import TrialState
 
 from src.errors import UserError
@@ -40,6 +41,9 @@ PRUNERS = {
 }
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 IN_FLIGHT = (TrialState.RUNNING, TrialState.WAITING)
+# What a study's database raises when it goes away (server down, connection cut): the
+# sweep then stops with one line, and the study keeps every trial told so far.
+STORAGE_ERRORS = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)
 
 
 def default_storage(sweeps_dir: Path) -> str:
@@ -49,6 +53,7 @@ def default_storage(sweeps_dir: Path) -> str:
 def open_storage(url: str, heartbeat_interval: int, grace_period: int):
     """An RDB storage (SQLite file, PostgreSQL, ...) with heartbeats, so a trial whose
     worker died is noticed and failed; or a journal file (`*.log`, no heartbeats)."""
+    _check_driver(url)
     try:
         if url.endswith((".log", ".journal")):
             path = Path(url.removeprefix("journal:")).resolve()
@@ -72,8 +77,19 @@ def open_storage(url: str, heartbeat_interval: int, grace_period: int):
                     raise
                 time.sleep(0.5)
     except Exception as error:  # noqa: BLE001 - drivers fail in many ways
-        reason = str(error).splitlines()[0]
-        raise UserError(f"hydra.sweeper.storage={url} cannot be opened ({reason})") from None
+        reason = str(error).strip().splitlines()[0]
+        raise UserError(
+            f"hydra.sweeper.storage={redact(url)} cannot be opened ({reason})"
+        ) from None
+
+
+def redact(url: str) -> str:
+    """The storage URL as it may be shown and logged: any password masked. (Better still,
+    keep passwords out of URLs: libpq reads PGPASSWORD and ~/.pgpass.)"""
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:  # a journal file's path
+        return url
 
 
 def make_sampler(config: dict, search_space: dict | None = None):
@@ -130,29 +146,56 @@ def duplicate_of(study: optuna.Study, trial: optuna.Trial, params: dict) -> int 
     return None
 
 
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
+def worker_host() -> str:
+    """This machine's name as trials record it. IMGSWEEP_WORKER_HOST overrides it where
+    workers on different machines share a host name (containers started with one
+    --hostname): a trial's worker pid must never be looked up on the wrong machine."""
+    return os.environ.get("IMGSWEEP_WORKER_HOST") or socket.gethostname()
+
+
+WORKER = f"{worker_host()}:{os.getpid()}"
+
+
+def record_heartbeat(study: optuna.Study, trial_id: int) -> None:
+    """A first heartbeat as soon as a trial is asked for: Optuna never counts a trial
+    without one as stale, so a worker dying before its job's first beat would otherwise
+    leave the trial RUNNING for good."""
+    if _heartbeats(study):
+        study._storage.record_heartbeat(trial_id)
 
 
 def fail_orphans(study: optuna.Study) -> list[int]:
     """Fail trials left RUNNING by dead workers: those of this host whose process is gone
-    (at once), and any whose heartbeat went stale (after the storage's grace period)."""
-    failed = []
-    host = socket.gethostname()
+    (at once), and any whose heartbeat went stale (after the storage's grace period).
+    Returns the trials this process failed: when several workers find the same orphan,
+    one of them fails it, and only that one acts on it."""
+    storage, host = study._storage, worker_host()
+    orphans = {}  # trial id: why
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = trial.user_attrs.get("worker", "")
-        owner_host, _, pid = worker.rpartition(":")
+        owner_host, _, pid = trial.user_attrs.get("worker", "").rpartition(":")
         if owner_host == host and pid.isdigit() and not _alive(int(pid)):
-            optuna.Trial(study, trial._trial_id).set_user_attr("error", "its worker died")
-            study.tell(trial.number, state=TrialState.FAIL)
-            failed.append(trial.number)
-    if isinstance(study._storage, optuna.storages.RDBStorage):
-        before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
-        optuna.storages.fail_stale_trials(study)
-        after = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
-        failed += sorted(after - before)
+            orphans[trial._trial_id] = "its worker died"
+    if _heartbeats(study):  # the check behind optuna.storages.fail_stale_trials
+        for trial_id in storage._get_stale_trial_ids(study._study_id):
+            orphans.setdefault(trial_id, "its worker stopped sending heartbeats")
+    failed = sorted(
+        storage.get_trial_number_from_id(trial_id)
+        for trial_id, why in orphans.items()
+        if _claim_failure(storage, trial_id, why)
+    )
     if failed:
         log.warning(f"trials {failed} were left running by a worker that died: marked FAIL")
     return failed
+
+
+def _claim_failure(storage, trial_id: int, why: str) -> bool:
+    """Mark the trial FAIL unless another process got there first (the database serialises
+    the two updates; the second finds the trial finished)."""
+    try:
+        storage.set_trial_user_attr(trial_id, "error", why)
+        return storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
 
 
 def seed_for_trial(sampler, seed: int | None, number: int) -> None:
@@ -170,6 +213,29 @@ def seed_for_trial(sampler, seed: int | None, number: int) -> None:
         state = getattr(getattr(holder, "_rng", None), "rng", None)
         if isinstance(state, np.random.RandomState):
             state.seed(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
+def _heartbeats(study: optuna.Study) -> bool:
+    """Does the study's storage keep heartbeats? (A study wraps its RDBStorage in a cache,
+    so this asks the storage rather than checking its type.)"""
+    interval = getattr(study._storage, "get_heartbeat_interval", lambda: None)
+    return interval() is not None
+
+
+def _check_driver(url: str) -> None:
+    """The database driver SQLAlchemy picks for this URL is installed (`postgresql://`:
+    psycopg, or psycopg2 before SQLAlchemy 2.1; the `postgres` extra brings both)."""
+    try:
+        dialect = sqlalchemy.engine.make_url(url).get_dialect()
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError):
+        return  # a journal file, or a URL the storage itself will refuse
+    try:
+        dialect.import_dbapi()
+    except ImportError as error:
+        raise UserError(
+            f"hydra.sweeper.storage={redact(url)} needs the database driver {error.name}: "
+            "pip install -e '.[postgres]'"
+        ) from None
 
 
 def _alive(pid: int) -> bool:

@@ -4,12 +4,23 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
+from src.errors import UserError
 from src.tuning.search_space import parse_search_space, suggest
-from src.tuning.study import counts, fail_orphans, make_pruner, open_storage, seed_for_trial
+from src.tuning.study import (
+    counts,
+    fail_orphans,
+    make_pruner,
+    open_storage,
+    record_heartbeat,
+    redact,
+    seed_for_trial,
+)
 from src.tuning.trial_link import TrialLink
 
 SPACE = parse_search_space({"lr": "tag(log, interval(0.0001, 0.1))", "m": "choice(a, b, c)"}, [])
@@ -67,3 +78,33 @@ def test_trial_link_reports_each_epoch_and_stops_a_trial_below_the_median(tmp_pa
     assert link.pruned_at == 1
     assert study.trials[weak.number].intermediate_values == {0: 0.65, 1: 0.3}
     assert study.trials[weak.number].user_attrs["worker"].endswith(f":{os.getpid()}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/o.db"
+    return request.getfixturevalue("new_database")("study")
+
+
+def test_a_trial_whose_heartbeat_stops_is_failed_after_the_grace_period(storage_url):
+    study = optuna.create_study(study_name="s", storage=open_storage(storage_url, 1, 2))
+    trial = study.ask()
+    record_heartbeat(study, trial._trial_id)  # as the sweep does when it asks
+    trial.set_user_attr("worker", "another-machine:1")  # no local pid to look up
+    assert fail_orphans(study) == []  # beating recently: alive
+    time.sleep(3.2)  # > grace period, whole seconds (SQLite's clock)
+    assert fail_orphans(study) == [trial.number]
+    assert study.trials[trial.number].state == TrialState.FAIL
+
+
+def test_a_storage_url_with_a_password_is_shown_without_it():
+    assert redact("postgresql://optuna:s3cret@db:5432/optuna") == (
+        "postgresql://optuna:***@db:5432/optuna"
+    )
+    assert redact("sweeps/study.log") == "sweeps/study.log"
+
+
+def test_an_unreachable_postgresql_storage_is_one_clear_error():
+    with pytest.raises(UserError, match=r"storage=postgresql://nobody:\*\*\*@127.0.0.1:9/x cannot"):
+        open_storage("postgresql://nobody:pw@127.0.0.1:9/x", 1, 2)
