@@ -14,15 +14,16 @@ import time
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from benchmarks import pipeline, sweeps, training
 from benchmarks.common import BENCH_DIR, machine, markdown_table, photo_set, texture_set
 from src.device import configure, pick_device, resolve_workers
+from src.run import featurize_batch_size
 
 SIZES = {
     "quick": {
         "featurise_images": 64,
-        "featurise_batch": 32,
         "naive_images": 8,
         "data_images": 96,
         "large_photos": 4,
@@ -39,7 +40,6 @@ SIZES = {
     },
     "full": {
         "featurise_images": 384,
-        "featurise_batch": 64,  # conf/resolution/224.yaml's featurize_batch_size
         "naive_images": 32,
         "data_images": 320,
         "large_photos": 12,
@@ -55,6 +55,7 @@ SIZES = {
         "serving_batches": 5,
     },
 }
+CONF = Path(__file__).resolve().parents[1] / "conf"
 SIZE = 224  # px: every benchmark but the sweeps (48 px) runs at the default resolution
 BENCHMARKS = ("featurisation", "data", "cache", "refinement", "memory", "sweeps", "serving")
 TITLES = {
@@ -72,6 +73,9 @@ def run(names, size: str, device: torch.device) -> dict:
     configure(device)
     workers = resolve_workers("auto", device)
     s = SIZES[size]
+    # the batch src.run featurises with on this device at the default resolution
+    default = OmegaConf.load(CONF / "resolution" / "224.yaml")
+    batch = s.get("featurise_batch") or featurize_batch_size(default, device)
     results = {"size": size, "machine": machine(device, workers), "benchmarks": {}}
     forward_rates = {}
     for name in names:
@@ -83,7 +87,7 @@ def run(names, size: str, device: torch.device) -> dict:
                 paths,
                 ("resnet18", "resnet50"),
                 SIZE,
-                s["featurise_batch"],
+                batch,
                 workers,
                 device,
                 s["naive_images"],
@@ -95,12 +99,12 @@ def run(names, size: str, device: torch.device) -> dict:
         elif name == "cache":
             paths, _ = texture_set(s["cache_images"])
             root = paths[0].parents[1]
-            rows = pipeline.feature_cache(root, SIZE, s["featurise_batch"], workers, device)
+            rows = pipeline.feature_cache(root, SIZE, batch, workers, device)
         elif name == "refinement":
             rows = refinement(s, device, workers)
         elif name == "memory":
             folder = photo_set(s["memory_images"])[0].parent
-            rows = pipeline.peak_memory(folder, "resnet18", SIZE, s["featurise_batch"], workers)
+            rows = pipeline.peak_memory(folder, "resnet18", SIZE, batch, workers)
         elif name == "sweeps":
             rows = sweeps.pruned_vs_unpruned(
                 s["sweep_trials"], s["sweep_epochs"], BENCH_DIR / "sweep-data"

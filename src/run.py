@@ -295,11 +295,18 @@ def make_job(cfg, data: PreparedData, device, workers: int) -> Job:
         num_classes=len(data.classes),
         size=int(cfg.resolution.size),
         preprocessing=cfg.resolution.preprocessing,
-        batch_size=cfg.resolution.featurize_batch_size,
+        batch_size=featurize_batch_size(cfg.resolution, device),
         device=device,
         workers=workers,
         seed=cfg.seed,
     )
+
+
+def featurize_batch_size(resolution: DictConfig, device: torch.device) -> int:
+    """Images per forward pass: the CPU's own, smaller, size where it has one."""
+    if device.type == "cpu":
+        return resolution.get("featurize_batch_size_cpu") or resolution.featurize_batch_size
+    return resolution.featurize_batch_size
 
 
 def prepare(cfg: DictConfig, root: Path, workers: int) -> PreparedData:
