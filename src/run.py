@@ -11,7 +11,6 @@ import dataclasses
 import logging
 import math
 import os
-import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -49,7 +48,8 @@ from src.evaluation.metrics import evaluate
 from src.evaluation.results_page import write_results_page
 from src.features.backbone import build_featurizer, feature_size
 from src.features.cache import cached_features
-from src.overrides import as_typed, prepare_overrides
+from src.overrides import prepare_overrides
+from src.resume import checkpoint_path, resume_state, what_is_kept
 from src.tracking import mlflow_run
 from src.tracking.epochs import EpochLogger, log_missing_epochs
 from src.tracking.parent_runs import find_or_create_parent
@@ -229,32 +229,6 @@ def refinement(c: DictConfig) -> Refinement:
     return Refinement(**{k: v for k, v in OmegaConf.to_container(c).items() if k in known})
 
 
-def checkpoint_path(cfg: DictConfig, run_id: str) -> Path:
-    return Path(cfg.paths.checkpoint_dir).resolve() / run_id / "last.pt"
-
-
-def what_is_kept(cfg: DictConfig, run_id: str, ranks: Ranks) -> str:
-    """After the tracking server went away: what survives locally, and how to go on."""
-    checkpoint = checkpoint_path(cfg, run_id)
-    if cfg.classifier.name == "svm" or not checkpoint.is_file():
-        return "nothing trained is lost: run the same command again once the server is back"
-    epoch = load_checkpoint(checkpoint)["epoch"]
-    return (
-        f"the training up to epoch {epoch} is kept in {checkpoint}; once the server is back, "
-        f"continue with: {resume_command(run_id, ranks)}"
-    )
-
-
-def resume_command(run_id: str, ranks: Ranks) -> str:
-    typed = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-    kept = [as_typed(o) for o in typed if not o.startswith("resume=")]
-    start = f"torchrun --nproc_per_node={ranks.local_world_size}" if ranks.distributed else "python"
-    server = os.environ.get("MLFLOW_TRACKING_URI")  # where the run is, if not in the config
-    words = [f"MLFLOW_TRACKING_URI={server}"] if server else []
-    words += [start, "-m src.run", *map(shlex.quote, kept), f"resume={run_id}"]
-    return " ".join(words)
-
-
 def finish(cfg, job: Job, data: PreparedData, fitted: Fitted, out: Path) -> dict:
     """Evaluate every split, log the figures and the served model; returns the reports."""
     if fitted.svm is not None:
@@ -369,37 +343,6 @@ def trial_link(cfg: DictConfig) -> TrialLink | None:
         sweeper.get("heartbeat_interval", 10),
         sweeper.get("grace_period", 60),
     )
-
-
-def resume_state(cfg: DictConfig, uri: str, data: PreparedData) -> dict:
-    """The checkpoint to continue from, after checking the run matches this command."""
-    run = mlflow_run.find_run(uri, cfg.resume)
-    params, tags = run.data.params, run.data.tags
-    if cfg.classifier.name not in ("dnn", "svm_dnn_refined"):
-        raise UserError(
-            f"resume= continues a refinement; classifier={cfg.classifier.name} has none"
-        )
-    expected = {
-        "classifier.name": cfg.classifier.name,
-        "model.name": cfg.model.name,
-        "resolution.size": str(cfg.resolution.size),
-        "seed": str(cfg.seed),
-        "data.classes": ",".join(data.classes),
-        "data.fingerprint": data.fingerprint,
-    }
-    differences = [
-        f"{k}: the run has {params.get(k)!r}, this command {v!r}"
-        for k, v in expected.items()
-        if params.get(k) != v
-    ]
-    if differences:
-        raise UserError(f"resume={cfg.resume} refused, the run differs: " + "; ".join(differences))
-    checkpoint = Path(tags.get("checkpoint", ""))
-    if not checkpoint.is_file():
-        raise UserError(f"resume={cfg.resume}: its checkpoint {checkpoint} is not there")
-    state = load_checkpoint(checkpoint)
-    log.info(f"resuming run {cfg.resume} after epoch {state['epoch']}")
-    return {**state, "path": str(checkpoint)}
 
 
 def dataset_root(dataset: DictConfig) -> Path:
