@@ -171,8 +171,8 @@ def follow(cfg: DictConfig, device: torch.device, ranks: Ranks) -> float:
     return math.nan
 
 
-def fit(cfg, job: Job, featurizer, weights, run_id: str, resume, link, ranks) -> Fitted:
-    """Unpack the classifier's config and run its mode."""
+def fit(cfg, job: Job, featurizer, weights, run_id: str, resume, link, ranks) -> Fitted | None:
+    """Unpack the classifier's config and run its mode; None for a pruned trial."""
     c = cfg.classifier
     if c.name == "svm":
         identity = {  # everything the fixed features depend on
@@ -193,10 +193,12 @@ def fit(cfg, job: Job, featurizer, weights, run_id: str, resume, link, ranks) ->
             log.info(f"features: found in the cache, featurisation skipped ({len(files)} images)")
         return fit_svm(job, featurizer, features, list(c.C_values), c.l2_normalize)
 
+    if c.name not in ("dnn", "svm_dnn_refined"):
+        raise UserError(f"classifier={c.name} is not one of svm, dnn, svm_dnn_refined")
     checkpoint = checkpoint_path(cfg, run_id)
     mlflow.set_tag("checkpoint", str(checkpoint))
     callbacks = [EpochLogger(resume["history"] if resume else ()), *([link] if link else [])]
-    refine_args = (
+    model, refined = refine_network(
         job,
         featurizer,
         refinement(c),
@@ -205,22 +207,18 @@ def fit(cfg, job: Job, featurizer, weights, run_id: str, resume, link, ranks) ->
         callbacks,
         checkpoint,
         resume,
+        ranks,
     )
-    if c.name == "dnn":
-        fitted = fit_dnn(*refine_args, ranks=ranks)
-    elif c.name == "svm_dnn_refined":
-        fitted = fit_svm_dnn_refined(*refine_args, list(c.C_values), c.l2_normalize, ranks=ranks)
-    else:
-        raise UserError(f"classifier={c.name} is not one of svm, dnn, svm_dnn_refined")
     mlflow.log_metrics(
-        {
-            "refine/best_epoch": fitted.refined.best_epoch,
-            "refine/epochs_run": len(fitted.refined.history),
-        }
+        {"refine/best_epoch": refined.best_epoch, "refine/epochs_run": len(refined.history)}
     )
-    if fitted.refined.stopped_by:
-        mlflow.set_tag("stopped_by", fitted.refined.stopped_by)
-    return fitted
+    if refined.stopped_by:
+        mlflow.set_tag("stopped_by", refined.stopped_by)
+    if link and link.pruned_at is not None:
+        return None  # a pruned trial: its network is not scored, nor an SVM fitted on it
+    if c.name == "dnn":
+        return fit_dnn(job, model, refined)
+    return fit_svm_dnn_refined(job, model, refined, list(c.C_values), c.l2_normalize)
 
 
 def refinement(c: DictConfig) -> Refinement:

@@ -4,9 +4,10 @@
   dnn              the whole network refined with a new dropout → linear head
   svm_dnn_refined  refined as dnn, then the linear SVM on the refined network's features
 
-Each returns a `Fitted`: the final ImageClassifier and its logits on every split, computed
-the way the served model computes them. Under torchrun (`ranks`), every process refines,
-and rank 0 alone goes on to score and fit the SVM.
+The refining modes first `refine_network`, then make their `Fitted` from it. A `Fitted` is
+the final ImageClassifier and its logits on every split, computed the way the served model
+computes them. Under torchrun (`ranks`), every process refines, and rank 0 alone goes on to
+score and fit the SVM.
 """
 
 from dataclasses import dataclass
@@ -83,40 +84,20 @@ def fit_svm(
     return Fitted(model, "svm", logits, svm=fit)
 
 
-def fit_dnn(
-    job: Job,
-    featurizer: nn.Module,
-    settings: Refinement,
-    dropout: float,
-    feature_size: int,
-    callbacks: list,
-    checkpoint: Path,
-    resume: dict | None,
-    ranks: Ranks = SINGLE,
-) -> Fitted:
-    model, refined = refine_network(
-        job, featurizer, settings, dropout, feature_size, callbacks, checkpoint, resume, ranks
-    )
+def fit_dnn(job: Job, model: ImageClassifier, refined: Refined) -> Fitted:
+    """dnn: the refined network itself, scored on every split."""
     logits = {s: job.outputs(model, job.paths(s), f"scoring {s}") for s in SPLITS}
     return Fitted(model, "dnn", logits, refined=refined)
 
 
 def fit_svm_dnn_refined(
     job: Job,
-    featurizer: nn.Module,
-    settings: Refinement,
-    dropout: float,
-    feature_size: int,
-    callbacks: list,
-    checkpoint: Path,
-    resume: dict | None,
+    model: ImageClassifier,
+    refined: Refined,
     C_values: list[float],
     l2_normalize: bool,
-    ranks: Ranks = SINGLE,
 ) -> Fitted:
-    model, refined = refine_network(
-        job, featurizer, settings, dropout, feature_size, callbacks, checkpoint, resume, ranks
-    )
+    """svm_dnn_refined: the linear SVM on the refined network's pooled features."""
     features = job.outputs(model.featurizer, job.all_paths(), "featurising (refined)")
     fitted = fit_svm(job, model.featurizer, features, C_values, l2_normalize)
     fitted.refined = refined
@@ -124,8 +105,16 @@ def fit_svm_dnn_refined(
 
 
 def refine_network(
-    job, featurizer, settings, dropout, feature_size, callbacks, checkpoint, resume, ranks=SINGLE
-):
+    job: Job,
+    featurizer: nn.Module,
+    settings: Refinement,
+    dropout: float,
+    feature_size: int,
+    callbacks: list,
+    checkpoint: Path | None,
+    resume: dict | None,
+    ranks: Ranks = SINGLE,
+) -> tuple[ImageClassifier, Refined]:
     """The featurizer with a new dropout → linear head, refined (see src/classifiers/dnn.py)."""
     head = make_head("dnn", feature_size, job.num_classes, dropout)
     model = ImageClassifier(featurizer, head, l2_normalize=False)
