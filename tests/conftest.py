@@ -27,6 +27,17 @@ from tests import postgres_cluster
 ROOT = Path(__file__).resolve().parents[1]
 
 # Small everything: 32 px, random weights, one worker process, a store of the test's own.
+# the per-epoch metrics of a refinement, as issue 3 names them (a user's MLflow charts)
+EPOCH_METRICS = [
+    "train/loss",
+    "train/accuracy",
+    "val/loss",
+    "val/accuracy",
+    "val/class_avg_accuracy",
+    "lr",
+    "time/epoch_seconds",
+    "time/train_images_per_second",
+]
 FAST = ["resolution.size=32", "model.weights=none", "num_workers=0"]
 TINY_SYNTHETIC = ["dataset.synthetic.images_per_class=8", "dataset.synthetic.image_size=64"]
 

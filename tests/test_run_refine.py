@@ -9,7 +9,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import image_bytes, run_cli
+from tests.conftest import EPOCH_METRICS, image_bytes, run_cli
 
 # 64 px: at 32 px a ResNet's last feature map is 1x1 and batch-norm training is erratic.
 # The step schedule keeps the learning rate independent of the number of epochs, so a run
@@ -22,16 +22,6 @@ REFINE = [
     "classifier.schedule=step",
     "classifier.patience=0",
     "classifier.augment=false",
-]
-EPOCH_METRICS = [
-    "train/loss",
-    "train/accuracy",
-    "val/loss",
-    "val/accuracy",
-    "val/class_avg_accuracy",
-    "lr",
-    "time/epoch_seconds",
-    "time/train_images_per_second",
 ]
 
 

@@ -251,8 +251,7 @@ def epoch_loaders(
 
 def validate(model, loader, labels, device, ranks: Ranks = SINGLE) -> dict[str, float]:
     """Scores on the validation set, gathered from every process's share."""
-    share = len(ranks.shard(range(len(labels))))
-    logits = featurize_batches(model, loader, share, device, desc="validating")
+    logits = featurize_batches(model, loader, device, desc="validating")
     logits = ranks.gather_rows(logits)
     loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
     predicted = logits.argmax(1)

@@ -25,7 +25,7 @@ def featurize(
     """Features (N, D) float32 in the order of `paths`; NaN rows for files that failed to
     decode. Worker processes decode while the model computes; only uint8 pixels travel."""
     loader = make_loader(image_files(paths, size, mode), batch_size, num_workers, device)
-    return featurize_batches(featurizer, loader, len(paths), device, desc)
+    return featurize_batches(featurizer, loader, device, desc)
 
 
 def image_files(paths: list[Path], size: int, mode: str) -> ImageDataset:
@@ -34,14 +34,14 @@ def image_files(paths: list[Path], size: int, mode: str) -> ImageDataset:
 
 
 def featurize_batches(
-    featurizer: nn.Module, loader, count: int, device: torch.device, desc: str = "featurising"
+    featurizer: nn.Module, loader, device: torch.device, desc: str = "featurising"
 ) -> np.ndarray:
-    """`featurize` on a loader of `ImageDataset` batches (one kept across epochs, say);
-    `count` is the dataset's length.
+    """`featurize` on a loader of `ImageDataset` batches (one kept across epochs, say).
 
     Each batch's features are copied back asynchronously and stored one batch later, once
     the next batch is queued: the GPU does not wait for copies, nor the loop for the GPU."""
     featurizer = prepare_for_inference(featurizer, device)
+    count = len(loader.dataset)
     features, previous = None, None
     with torch.inference_mode(), autocast(device), tqdm(total=count, desc=desc, unit="img") as bar:
         for pixels, _, index in loader:
