@@ -4,20 +4,18 @@ Written after every epoch (atomically: a crash mid-write leaves the previous one
 so a run killed mid-epoch loses at most that epoch.
 """
 
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from src.atomic import written_atomically
+
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    torch.save({**state, "rng": rng_state()}, tmp)
-    os.replace(tmp, path)
+    with written_atomically(path) as tmp:
+        torch.save({**state, "rng": rng_state()}, tmp)
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -19,7 +19,6 @@ import csv
 import io
 import os
 import sys
-import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
+from src.atomic import written_atomically
 from src.command_line import REQUIRED, parse_arguments, run_command
 from src.data.fetch import FetchError, HostLookup, fetch_with_retries
 from src.data.images import SIGNATURES, ImageError, decode_image
@@ -108,7 +108,7 @@ def download_images(
     summary = DownloadSummary(root, len(entries) + len(bad_lines))
     summary.failures += [Failure(b.line, "", b.text, "malformed line", b.reason) for b in bad_lines]
     todo, sources = _plan(entries, root, summary)
-    lock, hosts = threading.Lock(), HostLookup()
+    hosts = HostLookup()
 
     def one(entry: UrlEntry) -> tuple[UrlEntry, str | Failure]:
         try:
@@ -119,8 +119,6 @@ def download_images(
         except ImageError as error:
             return entry, _failure(entry, *_image_reason(str(error)))
         relpath = f"{entry.label}/{file_stem(entry.url)}{suffix}"
-        with lock:  # folders are made by many threads
-            (root / entry.label).mkdir(parents=True, exist_ok=True)
         write_atomically(root / relpath, content)
         return entry, relpath
 
@@ -174,14 +172,9 @@ def storable_image(data: bytes, max_size: int) -> tuple[bytes, str]:
 
 
 def write_atomically(path: Path, content: bytes) -> None:
-    """Write under a hidden temporary name, then rename: the final name appears whole or not
-    at all (the dataset finder ignores hidden files, so a leftover is never read)."""
-    tmp = path.with_name(f".{path.name}.part{os.getpid()}-{threading.get_ident()}")
-    try:
+    # the temporary name is hidden: the dataset finder never reads a leftover
+    with written_atomically(path) as tmp:
         tmp.write_bytes(content)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _plan(entries: list[UrlEntry], root: Path, summary: DownloadSummary):

@@ -9,13 +9,13 @@ a rerun on the same folder only decodes what changed.
 
 import hashlib
 import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
+from src.atomic import written_atomically
 from src.data.duplicates import DHASH_SIZE, dhash
 from src.data.folders import ImageFile
 from src.data.images import ImageError, decode_image, image_size
@@ -108,7 +108,7 @@ def _save_cache(
         }
         for f in files
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"version": CACHE_VERSION, "hash_size": hash_size, "files": entries}))
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache
+    with written_atomically(path) as tmp:
+        tmp.write_text(
+            json.dumps({"version": CACHE_VERSION, "hash_size": hash_size, "files": entries})
+        )

@@ -13,10 +13,10 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from src.atomic import written_atomically
 from src.data.images import IMAGE_EXTENSIONS, ImageError
 from src.data.loader import make_loader
 from src.data.presets import load_pixels
-from src.deployment.atomic import written_atomically
 from src.errors import UserError
 
 

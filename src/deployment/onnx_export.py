@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from src.deployment.atomic import written_atomically
+from src.atomic import written_atomically
 from src.errors import UserError
 
 TOLERANCE = 1e-4  # max abs difference allowed between onnxruntime's outputs and torch's

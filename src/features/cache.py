@@ -7,12 +7,12 @@ that changes only classifier settings finds its features here and skips featuris
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from src.atomic import written_atomically
 from src.data.folders import ImageFile
 
 
@@ -33,12 +33,9 @@ def load_features(cache_dir: Path, key: str) -> np.ndarray | None:
 
 
 def save_features(cache_dir: Path, key: str, features: np.ndarray) -> Path:
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"{key}.npy"
-    tmp = cache_dir / f"{key}.tmp{os.getpid()}.npy"
-    np.save(tmp, features)
-    os.replace(tmp, path)  # never a half-written file under the final name
+    path = Path(cache_dir) / f"{key}.npy"
+    with written_atomically(path) as tmp, tmp.open("wb") as handle:
+        np.save(handle, features)  # to a handle: np.save would add .npy to the temporary name
     return path
 
 

@@ -8,7 +8,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from src.deployment.atomic import written_atomically
+from src.atomic import written_atomically
 from src.deployment.registry import register_run
 from src.errors import UserError
 from src.predict import predict

@@ -1,7 +1,8 @@
-"""Writing an output file all at once: a temporary file beside it, renamed when complete.
+"""Writing a file all at once: a hidden temporary file beside it, renamed when complete.
 
-An interrupted or failed command leaves the previous file (or none) under the final name,
-never a half-written one.
+An interrupted or failed write leaves the previous file (or none) under the final name,
+never a half-written one, and no temporary file behind. Every file the project writes for
+keeps goes through here: checkpoints, caches, downloads, predictions, exports.
 """
 
 import os
