@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from benchmarks import pipeline, sweeps, training
 from benchmarks.common import BENCH_DIR, machine, markdown_table, photo_set, texture_set
 from src.device import configure, pick_device, resolve_workers
-from src.run import featurize_batch_size
+from src.pipeline import featurize_batch_size
 
 SIZES = {
     "quick": {

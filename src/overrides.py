@@ -49,3 +49,24 @@ def override(key: str, value) -> str:
         if not re.fullmatch(r"[\w./-]+", text) or text.lower() in ("true", "false", "null"):
             text = "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
     return f"{key}={text}"
+
+
+# Hydra's flags that take a value (`--cfg job`), and those that bring a config of their own
+VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--info", "-i", "--experimental-rerun"}
+OWN_CONFIG_FLAGS = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd"}
+
+
+def hydra_overrides(args: list[str]) -> list[str] | None:
+    """The overrides among a command line's arguments (flags such as -m left out); None
+    when a flag points Hydra at another config, which this project cannot check."""
+    overrides, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg.split("=", 1)[0] in OWN_CONFIG_FLAGS:
+            return None
+        elif arg in VALUE_FLAGS:
+            skip = arg not in ("--info", "-i")  # --info's value is optional; rarely given
+        elif not arg.startswith("-"):
+            overrides.append(arg)
+    return overrides

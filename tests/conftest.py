@@ -101,6 +101,12 @@ def run_cli(
     )
 
 
+def default_ctrl_c() -> None:
+    """In a child process (preexec_fn): Ctrl-C as in a terminal, even when pytest runs in
+    the background (a shell's background jobs ignore SIGINT, and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def fresh_store(path: Path) -> None:
     """An empty MLflow SQLite store at `path`, copied from one made once per session:
     creating the tables takes MLflow seconds, every time."""

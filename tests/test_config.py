@@ -5,8 +5,11 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
+from omegaconf import open_dict
 
+from src.errors import UserError
 from src.overrides import override, prepare_overrides
+from src.pipeline import refinement
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -16,7 +19,8 @@ def composed(*overrides: str):
         return compose("config", overrides=prepare_overrides(list(overrides)))
 
 
-def test_defaults_are_the_embedded_dataset_resnet18_224px_svm():
+def test_defaults_are_the_embedded_dataset_resnet18_224px_svm(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     cfg = composed()
     assert cfg.dataset.name == "synthetic_textures" and cfg.model.name == "resnet18"
     assert cfg.resolution.size == 224 and cfg.classifier.name == "svm"
@@ -63,3 +67,36 @@ def test_values_chosen_by_a_sweeper_become_valid_overrides():
     assert override("model", "resnet34") == "model=resnet34"
     assert override("classifier.freeze_backbone", True) == "classifier.freeze_backbone=true"
     assert override("trial.storage", "sqlite:////a b/x.db") == "trial.storage='sqlite:////a b/x.db'"
+
+
+@pytest.mark.parametrize("mode", ["dnn", "svm_dnn_refined"])
+def test_refinement_settings_reach_the_trainer_resolved_and_typed(mode):
+    settings = refinement(composed(f"classifier={mode}").classifier)
+    assert settings.batch_size == 16 and isinstance(settings.batch_size, int)  # 224 px's
+    assert settings.epochs == 15 and settings.schedule == "cosine"
+    assert refinement(composed(f"classifier={mode}", "resolution=448").classifier).batch_size == 8
+
+
+def test_a_classifier_key_no_mode_reads_is_an_error_naming_it():
+    classifier = composed("classifier=dnn").classifier
+    with open_dict(classifier):
+        classifier.batch_sise = 8
+    with pytest.raises(
+        UserError, match=r"classifier.batch_sise .*did you mean classifier.batch_size"
+    ):
+        refinement(classifier)
+
+
+def test_a_classifier_value_of_the_wrong_type_is_an_error_naming_it():
+    classifier = composed("classifier=dnn", "classifier.epochs=many").classifier
+    with pytest.raises(UserError, match="classifier.epochs='many'"):
+        refinement(classifier)
+
+
+def test_the_store_is_the_command_line_then_the_environment_then_the_default(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///environment.db")
+    assert composed("tracking.uri=sqlite:///given.db").tracking.uri == "sqlite:///given.db"
+    assert composed().tracking.uri == "sqlite:///environment.db"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert composed().tracking.uri == "sqlite:///mlruns/mlflow.db"
+    assert composed("paths.mlruns_dir=elsewhere").tracking.uri == "sqlite:///elsewhere/mlflow.db"

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from src.errors import UserError
-from src.run import dataset_root
+from src.pipeline import dataset_root
 from tests.conftest import ROOT, run_cli, write_dataset
 
 

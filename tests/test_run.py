@@ -1,6 +1,7 @@
 """End to end: `python -m src.run` in a subprocess, checked through MLflow as a user would."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -153,3 +154,30 @@ def test_unreachable_tracking_server_stops_before_any_work(tmp_path):
     result = run_cli("tracking.uri=http://127.0.0.1:9", tmp=tmp_path, timeout=60)
     assert result.returncode == 1
     assert "cannot be reached" in result.stderr and not (tmp_path / "data").exists()
+
+
+def test_tracking_uri_on_the_command_line_wins_over_the_environment(tmp_path):
+    """MLFLOW_TRACKING_URI is often set in a shell; a store named on the command line is
+    still where the run goes, and the environment's store is not touched."""
+    environment = tmp_path / "environment.db"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "src.run",
+            "resolution.size=32",
+            "model.weights=none",
+            "dataset.synthetic.images_per_class=8",
+            "dataset.synthetic.image_size=64",
+            f"paths.data_dir={tmp_path}/data",
+            f"tracking.uri=sqlite:///{tmp_path}/mlruns/mlflow.db",
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{environment}"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    only_run(tmp_path)
+    assert not environment.exists()

@@ -17,7 +17,6 @@ from tests.conftest import EPOCH_METRICS, image_bytes, run_cli
 REFINE = [
     "classifier=dnn",
     "resolution.size=64",
-    "classifier.batch_size=8",
     "classifier.lr=0.01",
     "classifier.schedule=step",
     "classifier.patience=0",

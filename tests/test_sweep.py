@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from tests.conftest import FAST, ROOT, TINY_SYNTHETIC, fresh_store, run_cli
+from tests.conftest import FAST, ROOT, TINY_SYNTHETIC, default_ctrl_c, fresh_store, run_cli
 
 # A grid over five tiny resolutions: every trial is a different, quick SVM run.
 SVM_SWEEP = [
@@ -205,6 +205,7 @@ def sweep_process(tmp, *overrides, stdout=subprocess.DEVNULL):
         stdout=stdout,
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=default_ctrl_c,
     )
 
 
@@ -251,7 +252,9 @@ def test_two_sweeps_on_one_storage_share_the_study_without_repeats(tmp_path):
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 4
     assert len({t.params["resolution.size"] for t in complete}) == 4  # no point run twice
-    assert {t.user_attrs["worker"] for t in complete} >= {t.user_attrs["worker"] for t in complete}
+    # every trial was run by one of the two sweep processes (WORKER is host:pid)
+    pids = {int(t.user_attrs["worker"].rsplit(":", 1)[1]) for t in complete}
+    assert pids <= {w.pid for w in workers}, (pids, [w.pid for w in workers])
     _, parents, children = mlflow_tree(tmp_path)
     assert len(parents) == 1
     assert len([k for k in children[parents[0].info.run_id] if k.info.status == "FINISHED"]) == 4
@@ -294,13 +297,18 @@ def test_ctrl_c_fails_the_running_trial_and_leaves_no_run_running(tmp_path):
         "hydra.sweeper.n_trials=2",
     ]
     process = sweep_process(tmp_path, *sweep)
-    storage = tmp_path / "sweeps" / "optuna.db"
-    deadline = time.time() + 240
-    while time.time() < deadline and states_read_only(storage) != ["RUNNING"]:
-        time.sleep(0.5)
-    time.sleep(5)  # well into the trial's training
-    process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=120) != 0
+    try:
+        storage = tmp_path / "sweeps" / "optuna.db"
+        deadline = time.time() + 240
+        while time.time() < deadline and states_read_only(storage) != ["RUNNING"]:
+            time.sleep(0.5)
+        time.sleep(5)  # well into the trial's training
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=120) != 0
+    finally:  # a 300-epoch sweep must not outlive a failed test
+        if process.poll() is None:
+            process.kill()
+            process.wait()
     study = study_of(tmp_path, "refine_dnn")
     assert states(study) == ["FAIL"] and "interrupted" in study.trials[0].user_attrs["error"]
     client, parents, children = mlflow_tree(tmp_path)

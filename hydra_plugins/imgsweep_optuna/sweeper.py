@@ -49,6 +49,8 @@ class OptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> Any:
-        from hydra_plugins.imgsweep_optuna.driver import run_sweep
+        from src.tuning.sweep_loop import (
+            run_sweep,
+        )  # not under hydra_plugins: Hydra imports all of that at every start
 
         return run_sweep(self, arguments)

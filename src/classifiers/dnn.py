@@ -115,7 +115,7 @@ def refine(
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
+        load_schedule(scheduler, resume["scheduler"])
         scaler.load_state_dict(resume["scaler"])
         restore_rng_state(resume["rng"])
         history, best_state, start = resume["history"], resume["best_model"], resume["epoch"] + 1
@@ -279,6 +279,19 @@ def make_scheduler(optimizer, settings: Refinement, steps_per_epoch: int):
             f"classifier.schedule={settings.schedule!r}; expected step, cosine or onecycle"
         )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def load_schedule(scheduler, state: dict) -> None:
+    """Restore a schedule's position, keeping its length as configured now: a run resumed
+    with more epochs stretches its schedule from there (cosine reads the length live;
+    one-cycle stores its phases, so they are taken from the new schedule). Without this a
+    finished one-cycle run extended by a resume fails with 'Tried to step N times'."""
+    configured = {k: v for k, v in scheduler.__dict__.items() if k in ONE_CYCLE_LENGTH}
+    scheduler.load_state_dict(state)
+    scheduler.__dict__.update(configured)
+
+
+ONE_CYCLE_LENGTH = ("total_steps", "_schedule_phases")  # what OneCycleLR derives from epochs
 
 
 def _clamp_batch_size(batch_size: int, train_images: int) -> int:

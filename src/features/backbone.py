@@ -13,6 +13,7 @@ import logging
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -77,8 +78,9 @@ def _load(constructor, imagenet_weights, weights: str) -> tuple[nn.Module, Weigh
             if weights == "imagenet":
                 raise
             log.warning(
-                "\n" + "!" * 78 + f"\nWARNING: {error}\nGoing on with RANDOMLY INITIALISED "
-                "weights: features will be far weaker than with a pretrained network.\n" + "!" * 78
+                f"WARNING: {error}.\nGoing on with RANDOMLY INITIALISED weights: features "
+                "from a random network are weak, so expect accuracies near chance on real photos "
+                "(model.weights=none says this is intended and silences this warning)."
             )
             return constructor(weights=None), Weights("none", pretrained=False)
     return _from_file(constructor, Path(weights).expanduser())
@@ -89,10 +91,17 @@ def _imagenet(constructor, imagenet_weights) -> tuple[nn.Module, Weights]:
     checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)  # torch.hub's download has no timeout of its own
+    filename = Path(imagenet_weights.url).name
+    if not (checkpoints / filename).is_file() and not _reachable(imagenet_weights.url):
+        # torch would print `Downloading: "https://..."` first, as if a download were under way
+        raise UserError(
+            f"ImageNet weights {imagenet_weights} are not in torch's cache ({checkpoints}) and "
+            f"{urlparse(imagenet_weights.url).hostname} cannot be reached; copy {filename} there, "
+            "or use model.weights=none (random initialisation) or model.weights=PATH (a state dict)"
+        )
     try:
         model = constructor(weights=imagenet_weights, progress=True)
     except (OSError, RuntimeError) as error:  # URLError is an OSError; a torn file a RuntimeError
-        filename = Path(imagenet_weights.url).name
         raise UserError(
             f"ImageNet weights {imagenet_weights} are not in torch's cache ({checkpoints}) and "
             f"could not be downloaded ({error}); copy {filename} there, or use "
@@ -101,6 +110,16 @@ def _imagenet(constructor, imagenet_weights) -> tuple[nn.Module, Weights]:
     finally:
         socket.setdefaulttimeout(previous)
     return model, Weights(identity, pretrained=True)
+
+
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    """Can a connection to the weights' host be opened at all (DNS and TCP)?"""
+    parsed = urlparse(url)
+    try:
+        socket.create_connection((parsed.hostname, parsed.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def _from_file(constructor, path: Path) -> tuple[nn.Module, Weights]:

@@ -1,7 +1,8 @@
 """The MLflow side of a run: where the store is, the run's lifecycle, params and links.
 
 The default store is SQLite (`sqlite:///mlruns/mlflow.db`) with artifacts in `mlruns/`;
-`MLFLOW_TRACKING_URI` in the environment wins over the config. Each experiment gets an
+`tracking.uri` on the command line wins over `MLFLOW_TRACKING_URI`, which wins over the
+default (conf/config.yaml says so with `oc.env`). Each experiment gets an
 absolute artifact location, so artifacts land in the store wherever a run is started.
 
 With a tracking server, MLflow's client retries a request that fails (connection refused,
@@ -69,10 +70,9 @@ def server_unreachable(uri: str) -> bool:
         return True
 
 
-def resolve_uri(configured: str, base_dir: Path, environment: str | None = None) -> str:
-    """The tracking URI to use: the environment's if set, else the config's, with a
-    relative SQLite path made absolute against `base_dir` (where the user ran the command)."""
-    uri = environment or configured
+def resolve_uri(uri: str, base_dir: Path) -> str:
+    """The tracking URI with a relative SQLite path made absolute against `base_dir` (where
+    the user ran the command)."""
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         uri = "sqlite:///" + str((Path(base_dir) / uri[len("sqlite:///") :]).resolve())
     elif "://" not in uri:  # a bare folder: MLflow's deprecated file store; keep it explicit

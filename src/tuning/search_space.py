@@ -6,6 +6,11 @@
     classifier.dropout: range(0.0, 0.75, 0.25)        → float with step (stop excluded)
     model: choice(resnet18, resnet34)                 → categorical; a config group works too
 A plain value (`seed=1`) is no search: it is passed to every trial unchanged.
+
+The command line wins over `params`, as in Hydra's own Optuna sweeper: a plain value there
+fixes that key (`classifier.epochs=2` stops epochs being searched), sweep grammar there
+replaces the key's range. A plain value inside a searched group (`resolution.size=64` while
+`resolution` is searched) applies on top of whichever option a trial draws.
 """
 
 from dataclasses import dataclass
@@ -35,13 +40,14 @@ def parse_search_space(params: dict[str, str], arguments: list[str], known=None)
     `known(key) -> bool` says whether a key names a config value or group: an unknown key
     is an error before any trial runs."""
     parser = OverridesParser.create()
-    lines = [f"{k}={v}" for k, v in params.items()] + list(arguments)
+    searched = {**params}
+    for line in arguments:
+        key = _parse(parser, line).get_key_element()
+        searched.pop(key, None)  # the command line's own value or range replaces it
+    lines = [f"{k}={v}" for k, v in searched.items()] + list(arguments)
     distributions, fixed = {}, []
     for line in lines:
-        try:
-            parsed = parser.parse_override(line)
-        except HydraException as error:
-            raise UserError(f"search space: cannot parse {line!r} ({error})") from None
+        parsed = _parse(parser, line)
         key = parsed.get_key_element()
         if known is not None and not known(parsed.key_or_group):
             raise UserError(f"search space: {key!r} is not a key or group of the config")
@@ -50,6 +56,23 @@ def parse_search_space(params: dict[str, str], arguments: list[str], known=None)
         else:
             fixed.append(line)
     return SearchSpace(distributions, fixed)
+
+
+def describe(params: dict, fixed: list[str]) -> str:
+    """A trial's values as it runs them: each drawn value, with any plain command-line value
+    that lands inside a drawn group shown beside it (`resolution=224 [resolution.size=64]`)."""
+    parts = []
+    for key, value in params.items():
+        inside = [f for f in fixed if f.split("=", 1)[0].lstrip("+~").startswith(f"{key}.")]
+        parts.append(f"{key}={value}" + (f" [{', '.join(inside)}]" if inside else ""))
+    return ", ".join(parts)
+
+
+def _parse(parser: OverridesParser, line: str):
+    try:
+        return parser.parse_override(line)
+    except HydraException as error:
+        raise UserError(f"search space: cannot parse {line!r} ({error})") from None
 
 
 def distribution(key: str, sweep) -> BaseDistribution:

@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from src.overrides import NUMERIC_GROUPS, override  # noqa: E402
+from src.tuning.search_space import describe  # noqa: E402
 
 log = logging.getLogger(__name__)
 FIGURES = {
@@ -65,7 +66,7 @@ def summary(study: optuna.Study, fixed: list[str]) -> str:
         best = study.best_trial
         lines += [
             f"best trial {best.number}: value {best.value:.4f}",
-            "  " + ", ".join(f"{k}={v}" for k, v in best.params.items()),
+            "  " + describe(best.params, fixed),
             f"reproduce it: {reproduce_command(fixed, best.params)}",
         ]
     return "\n".join(lines)

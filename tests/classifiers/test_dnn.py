@@ -31,7 +31,7 @@ def network(seed: int = 0, dropout: float = 0.0) -> ImageClassifier:
     return ImageClassifier(featurizer, make_head("dnn", 512, 3, dropout), l2_normalize=False)
 
 
-def train(model, tiny, callbacks=(), **settings):
+def train(model, tiny, callbacks=(), checkpoint=None, resume=None, **settings):
     options = {
         "epochs": 8,
         "lr": 0.01,
@@ -52,6 +52,8 @@ def train(model, tiny, callbacks=(), **settings):
         0,
         seed=0,
         callbacks=callbacks,
+        checkpoint=checkpoint,
+        resume=resume,
     )
 
 
@@ -105,10 +107,33 @@ def test_early_stopping_stops_at_the_expected_epoch(sequence, patience, stops_af
 
 
 def test_best_epoch_weights_are_the_ones_kept(tiny):
+    """The model comes back holding the weights it had after its best epoch, not its last:
+    lr 0.2 makes the epochs after the best one worse (measured: best epoch 1 of 4)."""
     model = network()
-    refined = train(model, tiny, epochs=4)
+    after = {}
+
+    def snapshot(epoch, metrics):  # a trainer callback, called once each epoch is validated
+        after[epoch] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    refined = train(model, tiny, callbacks=[snapshot], epochs=4, lr=0.2)
     best = max(range(4), key=lambda e: (refined.history[e]["val/class_avg_accuracy"], -e))
-    assert refined.best_epoch == best
+    assert refined.best_epoch == best and best < 3, refined.history
+    kept = model.state_dict()
+    assert all(torch.equal(kept[k], after[best][k]) for k in kept)
+    assert not all(torch.equal(kept[k], after[3][k]) for k in kept)
+
+
+def test_a_finished_onecycle_run_extended_by_a_resume_goes_on(tiny, tmp_path):
+    from src.classifiers.checkpoint import load_checkpoint
+
+    checkpoint = tmp_path / "last.pt"
+    first = train(network(), tiny, epochs=1, schedule="onecycle", checkpoint=checkpoint)
+    assert len(first.history) == 1
+    state = load_checkpoint(checkpoint)
+    extended = train(network(), tiny, epochs=3, schedule="onecycle", resume=state)
+    assert len(extended.history) == 3  # no "Tried to step N times"
+    rates = [h["lr"] for h in extended.history]
+    assert rates[2] < rates[1]  # the stretched cycle anneals to its new end
 
 
 def schedule_of(schedule: str, epochs: int = 50, steps: int = 2, **extra) -> list[float]:

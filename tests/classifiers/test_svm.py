@@ -43,7 +43,42 @@ def test_C_selection_never_sees_the_test_split():
     shuffled = np.random.default_rng(0).permutation(val_y)
     other = train_svm_head(train_x, train_y, val_x, shuffled, [1e-3, 1e-1, 10], 3, seed=0)
     assert fit.val_scores != other.val_scores
-    assert "test" not in train_svm_head.__code__.co_varnames
+
+
+def test_the_test_split_changes_nothing_that_is_fitted():
+    """The mode sees every split's features; the test split's may not move the head."""
+    from src.classifiers.svm import fit_svm_classifier
+
+    features, labels = {}, {}
+    for split, seed in (("train", 0), ("val", 1), ("test", 2)):
+        features[split], labels[split] = blobs(20, 3, 1.5, seed=seed)
+    heads = []
+    for test_seed in (2, 3):  # other test images, other test labels
+        features["test"], labels["test"] = blobs(20, 3, 1.5, seed=test_seed)
+        labels["test"] = np.random.default_rng(test_seed).permutation(labels["test"])
+        _, fit, _ = fit_svm_classifier(
+            torch.nn.Identity(), features, labels, 3, [1e-2, 1, 100], True, 0
+        )
+        heads.append((fit.C, fit.head.weight.detach().clone(), fit.head.bias.detach().clone()))
+    assert heads[0][0] == heads[1][0]
+    assert torch.equal(heads[0][1], heads[1][1]) and torch.equal(heads[0][2], heads[1][2])
+
+
+def direction(weight) -> np.ndarray:
+    w = np.asarray(weight, dtype=np.float64).ravel()
+    return w / np.linalg.norm(w)
+
+
+def test_the_final_svm_is_refit_on_train_and_validation_with_the_chosen_C():
+    train_x, train_y = blobs(30, 2, 1.0, seed=0)
+    val_x, val_y = blobs(30, 2, 1.0, seed=5)
+    val_x = val_x + np.linspace(-1.5, 1.5, val_x.shape[1])  # validation shifted: the refit moves
+    fit = train_svm_head(train_x, train_y, val_x, val_y, [0.01, 1], 2, seed=0)
+    both = fit_svm(np.concatenate([train_x, val_x]), np.concatenate([train_y, val_y]), fit.C, 0)
+    alone = fit_svm(train_x, train_y, fit.C, 0)
+    head = direction(fit.head.weight.detach().numpy()[1] - fit.head.weight.detach().numpy()[0])
+    assert np.dot(head, direction(both.coef_)) > 0.9999
+    assert np.dot(head, direction(alone.coef_)) < 0.999  # not the train-only fit
 
 
 @pytest.mark.parametrize("classes", [2, 4])

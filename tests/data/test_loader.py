@@ -3,6 +3,7 @@
 from functools import partial
 
 import numpy as np
+import pytest
 import torch
 
 from src.data.loader import EpochSampler, ImageDataset, SeededItems, make_loader
@@ -13,13 +14,32 @@ from tests.conftest import image_bytes, write_dataset
 CPU = torch.device("cpu")
 
 
-def test_featurised_pixels_are_the_served_pixels(tmp_path):
+@pytest.mark.parametrize("preprocessing", ["letterbox", "center_crop"])
+def test_featurised_pixels_are_the_served_pixels(tmp_path, preprocessing):
+    """The pixels featurisation feeds the network are those the served model computes from
+    the same file's bytes (sent base64-encoded, as a client does)."""
+    import base64
+    from types import SimpleNamespace
+
+    import torch
+
+    from src.classifiers.network import ImageClassifier, make_head, make_spec
+    from src.features.backbone import build_featurizer
+    from src.tracking.pyfunc_model import ImageClassifierModel
+
     paths = sorted(write_dataset(tmp_path, {"a": 3}, size=(120, 70)).glob("*/*.jpg"))
-    files = image_files(paths, 64, "letterbox")
+    featurizer, _ = build_featurizer("resnet18", "none")
+    network = ImageClassifier(featurizer, make_head("dnn", 512, 2, 0.0), l2_normalize=False)
+    spec = make_spec(network, "resnet18", "dnn", ["a", "b"], 64, preprocessing)
+    torch.save(spec, tmp_path / "network.pt")
+    served = ImageClassifierModel()
+    served.load_context(SimpleNamespace(artifacts={"network": str(tmp_path / "network.pt")}))
+    files = image_files(paths, 64, preprocessing)
     for i, path in enumerate(paths):
         pixels, _, index = files[i]
+        sent = base64.b64encode(path.read_bytes()).decode()
         assert index == i
-        assert np.array_equal(pixels.numpy(), load_pixels(path.read_bytes(), 64, "letterbox"))
+        assert np.array_equal(pixels.numpy(), served.pixels_of(sent, i))
 
 
 def test_augmentation_without_crop_or_jitter_is_the_plain_letterbox():

@@ -9,6 +9,8 @@ from src.data.folders import ImageFile
 from src.data.split import limit_per_class, read_test_list, split_files
 from src.errors import UserError
 
+SIDES = ("train", "val", "test")
+
 
 def files_of(counts: dict[str, int], subdirs: int = 0) -> list[ImageFile]:
     files = []
@@ -35,11 +37,18 @@ def test_split_is_deterministic_for_a_seed_and_changes_with_it():
     assert split_files(files, seed=1) != split_files(files, seed=2)
 
 
-def test_split_never_puts_a_file_on_two_sides_and_covers_every_file():
-    files = files_of({"a": 23, "b": 17, "c": 5})
-    split = split_files(files, seed=3)
-    assert set(split) == {f.relpath for f in files}
-    assert set(split.values()) == {"train", "val", "test"}
+def test_split_never_puts_a_file_on_two_sides_and_covers_every_file(tmp_path):
+    """Through what the pipeline reads, each split's list of files: a file on two lists
+    would leak into the test score, a file on none would be lost."""
+    from src.data.prepare import prepare_dataset
+    from tests.conftest import write_dataset
+
+    root = write_dataset(tmp_path / "set", {"a": 12, "b": 9, "c": 6})
+    data = prepare_dataset(root, 0, None, 0.75, 0.2, "filename", None, None, 1)
+    subsets = {side: [f.path for f in data.subset(side)] for side in SIDES}
+    every = [p for side in SIDES for p in subsets[side]]
+    assert len(every) == len(set(every)) == 27
+    assert set(every) == set(root.glob("*/*.jpg")) and all(subsets.values())
 
 
 def test_subdir_split_keeps_each_sub_folder_on_one_side():

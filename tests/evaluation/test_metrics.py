@@ -49,7 +49,9 @@ def test_roc_auc_per_class_micro_and_macro():
     # class b: positives 0.7, 0.4 vs negatives 0.1, 0.3, 0.6, 0.2: 7 of 8 pairs ordered
     assert report["roc"]["b"][2] == pytest.approx(7 / 8)
     assert report["auc_macro"] == pytest.approx((1 + 7 / 8 + 1) / 3)
-    assert 0.5 < report["auc_micro"] <= 1
+    # micro: the 6 true-class scores against the 12 others, as one ranking (ties count half):
+    # 0.8 and both 0.7s beat all 12; 0.6 beats 11, ties 1; 0.4 beats 10; 0.3 beats 9, ties 1
+    assert report["auc_micro"] == pytest.approx((12 + 11.5 + 9.5 + 24 + 10) / 72)
 
 
 def test_class_avg_accuracy_ignores_classes_absent_from_the_truth():

@@ -53,11 +53,16 @@ def test_imagenet_without_network_or_cache_names_the_cache_folder(tmp_path, monk
         build_featurizer("resnet18", "imagenet")
 
 
-def test_auto_without_weights_warns_loudly_and_goes_on_random(tmp_path, monkeypatch, caplog):
+def test_auto_without_weights_warns_loudly_and_goes_on_random(
+    tmp_path, monkeypatch, caplog, capfd
+):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     for key, value in OFFLINE.items():
         monkeypatch.setenv(key, value)
     with caplog.at_level(logging.WARNING):
         _, weights = build_featurizer("resnet18", "auto")
     assert not weights.pretrained and weights.identity == "none"
-    assert "RANDOMLY INITIALISED" in caplog.text
+    assert "RANDOMLY INITIALISED" in caplog.text and "near chance" in caplog.text
+    assert len(caplog.records) == 1  # said once
+    printed = capfd.readouterr()
+    assert "Downloading" not in printed.out + printed.err  # nothing is under way

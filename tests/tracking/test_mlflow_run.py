@@ -25,10 +25,6 @@ def test_relative_sqlite_uri_is_made_absolute_against_the_start_folder(tmp_path)
     assert resolve_uri("sqlite:////abs/x.db", tmp_path) == "sqlite:////abs/x.db"
 
 
-def test_environment_variable_wins_over_the_config(tmp_path):
-    assert resolve_uri("sqlite:///a.db", tmp_path, "http://tracking:5000") == "http://tracking:5000"
-
-
 def test_unreachable_server_fails_fast_with_a_clear_message():
     start = time.time()
     with pytest.raises(UserError, match="tracking server http://127.0.0.1:9 cannot be reached"):

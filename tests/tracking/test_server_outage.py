@@ -61,7 +61,6 @@ RUN = [
     "classifier=dnn",
     "resolution.size=64",
     "classifier.epochs=25",
-    "classifier.batch_size=8",
     "classifier.freeze_backbone=true",
     "classifier.augment=false",
     "classifier.patience=0",

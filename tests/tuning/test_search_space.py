@@ -5,7 +5,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from src.errors import UserError
-from src.tuning.search_space import parse_search_space, suggest
+from src.tuning.search_space import describe, parse_search_space, suggest
 
 
 def space_of(**params):
@@ -74,3 +74,29 @@ def test_suggest_draws_one_value_per_key_within_its_distribution():
     trial = optuna.create_study().ask()
     values = suggest(trial, space)
     assert 0.001 <= values["lr"] <= 0.1 and values["bs"] in (8, 16) and 1 <= values["ep"] <= 3
+
+
+PARAMS = {
+    "classifier.epochs": "int(interval(5, 20))",
+    "classifier.lr": "tag(log, interval(0.0005, 0.05))",
+    "resolution": "choice(112, 224)",
+}
+
+
+def test_a_plain_value_on_the_command_line_fixes_that_parameter():
+    space = parse_search_space(PARAMS, ["classifier.epochs=2", "seed=1"])
+    assert "classifier.epochs" not in space.distributions
+    assert space.fixed == ["classifier.epochs=2", "seed=1"]
+    assert set(space.distributions) == {"classifier.lr", "resolution"}
+
+
+def test_sweep_grammar_on_the_command_line_replaces_that_range():
+    space = parse_search_space(PARAMS, ["classifier.lr=tag(log, interval(0.001, 0.01))"])
+    assert space.distributions["classifier.lr"] == FloatDistribution(0.001, 0.01, log=True)
+    assert len(space.distributions) == 3 and space.fixed == []
+
+
+def test_a_trials_line_shows_the_plain_values_inside_its_drawn_groups():
+    space = parse_search_space(PARAMS, ["resolution.size=64", "classifier.epochs=2"])
+    line = describe({"classifier.lr": 0.01, "resolution": "224"}, space.fixed)
+    assert line == "classifier.lr=0.01, resolution=224 [resolution.size=64]"

@@ -28,7 +28,7 @@ from src.errors import UserError
 from src.overrides import override, prepare_overrides
 from src.tracking import mlflow_run
 from src.tracking.parent_runs import find_or_create_parent
-from src.tuning.search_space import parse_search_space, suggest
+from src.tuning.search_space import describe, parse_search_space, suggest
 from src.tuning.study import (
     STORAGE_ERRORS,
     WORKER,
@@ -92,9 +92,7 @@ def _run_sweep(sweeper, arguments: list[str]):
             "e.g. hydra/launcher=joblib"
         )
 
-    uri = mlflow_run.resolve_uri(
-        cfg.tracking.uri, Path.cwd(), os.environ.get("MLFLOW_TRACKING_URI")
-    )
+    uri = mlflow_run.resolve_uri(cfg.tracking.uri, Path.cwd())
     mlflow_run.configure_retries(cfg.tracking.retry_seconds)
     mlflow_run.check_reachable(uri)
     experiment = mlflow_run.experiment_id(uri, _experiment_name(cfg))
@@ -112,6 +110,8 @@ def _run_sweep(sweeper, arguments: list[str]):
         + (f", {state['in_flight']} running elsewhere" if state["in_flight"] else "")
         + f"; MLflow parent run {parent}"
     )
+    if space.fixed:
+        log.info("every trial runs with: " + " ".join(space.fixed))
     context = {
         "sweeper": sweeper,
         "study": study,
@@ -251,7 +251,7 @@ def _run_trial(context: dict, trial: optuna.Trial, params: dict) -> None:
         override("trial.parent_run_id", context["parent"]),
     ]
     job = [*context["space"].fixed, *(override(k, v) for k, v in params.items()), *link]
-    described = ", ".join(f"{k}={v}" for k, v in params.items())
+    described = describe(params, context["space"].fixed)
     log.info(f"trial {trial.number}: {described}")
     try:
         (result,) = sweeper.launcher.launch([job], initial_job_idx=trial.number)
