@@ -24,6 +24,8 @@ from src.overrides import as_typed
 from src.tracking import mlflow_run
 
 log = logging.getLogger("imgsweep")
+# as the user's shell set it: MLflow's set_tracking_uri later sets the variable itself
+SHELL_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 
 
 def resume_state(cfg: DictConfig, uri: str, data: PreparedData) -> dict:
@@ -121,7 +123,7 @@ def resume_command(run_id: str, ranks: Ranks) -> str:
     typed = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
     where = [as_typed(o) for o in typed if o.startswith(("tracking.uri=", "paths.mlruns_dir="))]
     start = f"torchrun --nproc_per_node={ranks.local_world_size}" if ranks.distributed else "python"
-    server = os.environ.get("MLFLOW_TRACKING_URI")  # where the run is, if not in the config
+    server = SHELL_TRACKING_URI  # where the run is, if not in the config
     words = [f"MLFLOW_TRACKING_URI={server}"] if server and not where else []
     words += [start, "-m src.run", *map(shlex.quote, where), f"resume={run_id}"]
     return " ".join(words)
