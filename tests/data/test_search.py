@@ -64,7 +64,7 @@ def fake_openverse():
             "vest striped": results(urls("striped", range(20, 50))),
             "shirt dotted": results([MIXED, *urls("dotted", range(29))]),
         },
-        throttle={("shirt striped", 2): "1"},
+        throttle={("shirt striped", 2): "2"},  # longer than the first backoff (1 s)
         failing={"vest dotted": 400},
     )
     with api.running() as url:
@@ -115,7 +115,7 @@ def test_openverse_is_paged_waits_out_a_429_and_drops_a_url_found_under_two_labe
     assert api.pages_asked("shirt striped") == [(1, 200), (2, 429), (2, 200)]
     assert all(int(r.params["page_size"]) <= openverse.PAGE_SIZE for r in api.requests)
     throttled, retried = [r for r in api.requests if r.params["q"] == "shirt striped"][1:]
-    assert retried.at - throttled.at >= 1.0 and summary.waited == pytest.approx(1.0)
+    assert retried.at - throttled.at >= 2.0 and summary.waited == pytest.approx(2.0)
 
     # the top 25 of each query; striped 20..23 found by both striped queries, kept once
     kept = {
@@ -133,7 +133,7 @@ def test_openverse_is_paged_waits_out_a_429_and_drops_a_url_found_under_two_labe
         ("vest dotted", "HTTP 400: Invalid query.")
     ]
     text = summary.text(tmp_path / "fashion_urls.tsv")
-    assert "3 of 4 queries answered by openverse (8 requests, 1 s waiting when asked to)" in text
+    assert "3 of 4 queries answered by openverse (8 requests, 2 s waiting when asked to)" in text
     assert f"{MIXED}  (striped, dotted)" in text and '"vest dotted": HTTP 400' in text
 
     # what the downloader reads, and beside it each URL's query, licence and creator

@@ -43,13 +43,13 @@ def search(query: str, count: int, base_url: str, session: ApiSession) -> list[I
             error = answer["error"] if isinstance(answer["error"], dict) else {}
             raise QueryFailed(f"wikimedia: {error.get('info') or error.get('code') or 'error'}")
         pages = (answer.get("query") or {}).get("pages") or []
-        for page in sorted(pages, key=lambda p: p.get("index", 0)):
-            record = _record(page)
-            if record is not None and page.get("title") not in seen:
-                seen.add(page.get("title"))
-                records.append(record)
+        new = [
+            p for p in sorted(pages, key=lambda p: p.get("index", 0)) if p.get("title") not in seen
+        ]
+        seen.update(p.get("title") for p in new)
+        records += [r for r in map(_record, new) if r is not None]
         more = answer.get("continue")
-        if not isinstance(more, dict) or not pages:
+        if not isinstance(more, dict) or not new:  # the end, or a continue that goes nowhere
             break
         params = {**params, **{k: str(v) for k, v in more.items()}}
     return records[:count]
