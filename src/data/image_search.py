@@ -154,7 +154,8 @@ def search_images(
         module.prepare(session)
     summary = SearchSummary(provider, per_query, queries)
     by_label: dict[str, dict[str, FoundImage]] = {}  # label → normalized URL → first find
-    with tqdm(queries, desc=f"searching {provider}", unit="query") as progress:
+    # delay: a service that fails at once (offline) leaves its one error line, no empty bar
+    with tqdm(queries, desc=f"searching {provider}", unit="query", delay=1) as progress:
         for query in progress:
             try:
                 records = module.search(query.text, per_query, base_url, session)
