@@ -69,11 +69,13 @@ class SearchSummary:
         counts = Counter(found.label for found in self.kept)
         return {label: counts[label] for label in dict.fromkeys(q.label for q in self.queries)}
 
-    def text(self, output: Path) -> str:
+    def text(self, output: Path | None) -> str:
+        """The summary; `output` None: nothing was written."""
         waited = f", {self.waited:.0f} s waiting when asked to" if self.waited else ""
         lines = [
             f"{len(self.queries) - len(self.failures)} of {len(self.queries)} queries answered "
-            f"by {self.provider} ({self.requests} requests{waited}) → {output}",
+            f"by {self.provider} ({self.requests} requests{waited})"
+            + (f" → {output}" if output else ""),
         ]
         for label, count in self.per_label().items():
             again = (
@@ -81,10 +83,8 @@ class SearchSummary:
             )
             lines.append(f"  {label:<20}{count:>5} URLs{again}")
         if self.ambiguous:
-            lines.append(
-                f"dropped, found under two labels or more: {len(self.ambiguous)} "
-                f"(all in {sidecar(output, 'ambiguous')})"
-            )
+            listed = f" (all in {sidecar(output, 'ambiguous')})" if output else ""
+            lines.append(f"dropped, found under two labels or more: {len(self.ambiguous)}{listed}")
             for url, finds in list(self.ambiguous.items())[:SHOWN]:
                 lines.append(f"  {url}  ({', '.join(dict.fromkeys(f.label for f in finds))})")
         if self.short:

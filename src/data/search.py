@@ -52,7 +52,7 @@ def main(args: list[str]) -> int:
         options["max_wait"],
     )
     if not summary.kept:
-        print(summary.text(output))
+        print(summary.text(None))
         print("error: no URL to keep (reasons above); nothing was written", file=sys.stderr)
         return 1
     write_search_results(output, summary)

@@ -279,3 +279,15 @@ def test_offline_the_real_services_fail_with_one_line_naming_them(module, tmp_pa
     (line,) = result.stderr.splitlines()
     start = f"error: cannot reach {provider} ({module.DEFAULT_BASE_URL}): host not found"
     assert line.startswith(start) and line.endswith("; nothing was written")
+
+
+def test_when_no_query_gives_a_url_nothing_is_written_and_the_summary_says_why(tmp_path):
+    api = FakeOpenverse({}, failing={"striped": 400})
+    output = tmp_path / "urls.tsv"
+    with api.running() as url:
+        result = search_command("labels=striped", f"base_url={url}/v1", f"output={output}")
+    assert result.returncode == 1 and not list(tmp_path.iterdir())
+    assert '  "striped": HTTP 400: Invalid query.' in result.stdout
+    assert result.stderr.splitlines()[-1] == (
+        "error: no URL to keep (reasons above); nothing was written"
+    )
