@@ -26,10 +26,12 @@ DEFAULTS = {
     "provider": "openverse",
     "base_url": None,  # the provider's public API; a test points it at a loopback server
     "output": "image_urls.tsv",
-    "timeout": 20.0,  # s without an answer, per request
+    "timeout": 20.0,  # s without an answer, per request; twice the downloader's 10 s
     "retries": 3,  # further tries after a 429, a 5xx, a timeout or a dropped connection
     "backoff": 1.0,  # s before the first retry when the service names no wait, doubled after
-    "max_wait": 60.0,  # s: a longer Retry-After fails that query rather than stall the run
+    # s: the longest Retry-After waited out. Openverse throttles per minute (burst) and per
+    # day (sustained): a longer wait means the day's quota is spent, so that query fails
+    "max_wait": 60.0,
 }
 
 
