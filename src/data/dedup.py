@@ -25,9 +25,9 @@ from src.data.duplicates import DHASH_SIZE, duplicate_groups, hamming
 from src.data.folders import find_images
 from src.data.inventory import ImageCheck, check_images
 from src.data.overview import GRID_COLUMNS, thumbnail_rows
+from src.data.quarantine import LOG_FILE, LOG_HEADER, quarantine_folder
 from src.errors import UserError
 
-LOG_FILE = "quarantined.tsv"  # in the quarantine folder: path, kept, distance
 SHEET_FILE = "duplicates.png"  # in the dataset folder (beside the class folders, never read)
 SHEET_GROUPS = 60  # groups pictured; the report lists them all
 DEFAULTS = {
@@ -72,11 +72,6 @@ def find_duplicates(
     return groups, checks
 
 
-def quarantine_folder(root: Path) -> Path:
-    root = Path(root).resolve()
-    return root.with_name(f"{root.name}-quarantine")
-
-
 def quarantine(root: Path, groups: list[DuplicateGroup]) -> list[str]:
     """Move every group's dropped files to the quarantine folder (same relative paths);
     refuses before moving anything if one of them is already there."""
@@ -93,7 +88,7 @@ def quarantine(root: Path, groups: list[DuplicateGroup]) -> list[str]:
     new_log = not log.exists()
     with log.open("a", encoding="utf-8") as handle:
         if new_log:
-            handle.write("path\tkept\tdistance\n")
+            handle.write(LOG_HEADER)
         for relpath, kept, distance in moves:
             (folder / relpath).parent.mkdir(parents=True, exist_ok=True)
             shutil.move(root / relpath, folder / relpath)

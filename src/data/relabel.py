@@ -4,10 +4,13 @@
     python -m src.data.relabel moves=relabel.csv root=data/images/fashionTexture apply=true  # move
 
 The CSV has `path,new_label` rows (a header line is optional): paths relative to the
-dataset root, as the results page exports them. Every row is checked before anything moves:
-an unknown path or label, a path listed twice, or a move onto an existing file refuses the
-whole CSV. `apply=true` moves the files (keeping any sub-folder below the class folder) and
-writes `<moves>.undo.csv`, which moves them back the same way.
+dataset root, as the results page exports them. The new label `-` sets the image aside: it
+moves to the dataset's quarantine folder (`<root>-quarantine/`, the one dedup uses, same
+relative path), out of every run; in a path, `-/<class>/...` names an image in there.
+Every row is checked before anything moves: an unknown path or label, a path listed twice,
+or a move onto an existing file refuses the whole CSV. `apply=true` moves the files
+(keeping any sub-folder below the class folder) and writes `<moves>.undo.csv`, which moves
+them back the same way, out of the quarantine too. Nothing is ever deleted.
 """
 
 import csv
@@ -17,6 +20,13 @@ from pathlib import Path
 
 from src.command_line import REQUIRED, parse_arguments, run_command
 from src.data.folders import find_images
+from src.data.quarantine import (
+    SET_ASIDE,
+    forget,
+    log_set_aside,
+    quarantine_folder,
+    quarantined_files,
+)
 from src.errors import UserError
 
 DEFAULTS = {"moves": REQUIRED, "root": REQUIRED, "apply": False}
@@ -25,7 +35,7 @@ DEFAULTS = {"moves": REQUIRED, "root": REQUIRED, "apply": False}
 @dataclass(frozen=True)
 class Move:
     line: int
-    source: str  # relpaths
+    source: str  # relpaths; `-/<class>/...` is in the quarantine folder
     target: str
 
 
@@ -36,7 +46,7 @@ def read_moves(moves: Path, root: Path) -> tuple[list[Move], list[str]]:
     if not moves.is_file():
         raise UserError(f"moves file {moves} does not exist")
     classes, files = find_images(root)
-    known = {f.relpath for f in files}
+    known = {f.relpath for f in files} | {f"{SET_ASIDE}/{p}" for p in quarantined_files(root)}
     taken = set(known)
     seen: dict[str, int] = {}
     planned, unchanged, problems = [], [], []
@@ -53,16 +63,17 @@ def read_moves(moves: Path, root: Path) -> tuple[list[Move], list[str]]:
         relpath, label = _relpath(row[0].strip(), root), row[1].strip()
         if relpath not in known:
             problems.append(f"line {number}: no image {row[0].strip()!r} in {root}")
-        elif label not in classes:
+        elif label not in classes and label != SET_ASIDE:
             problems.append(
-                f"line {number}: {label!r} is not a class of {root} ({', '.join(classes)})"
+                f"line {number}: {label!r} is not a class of {root} ({', '.join(classes)}; "
+                f"or {SET_ASIDE} to set the image aside)"
             )
         elif relpath in seen:
             problems.append(f"line {number}: {relpath} is already moved on line {seen[relpath]}")
         elif relpath.split("/", 1)[0] == label:
             unchanged.append(relpath)
         else:
-            target = f"{label}/{relpath.split('/', 1)[1]}"
+            target = _target(relpath, label)
             if target in taken:
                 problems.append(f"line {number}: {target} already exists; nothing is overwritten")
             else:
@@ -77,12 +88,29 @@ def read_moves(moves: Path, root: Path) -> tuple[list[Move], list[str]]:
 
 def apply_moves(root: Path, moves: list[Move]) -> None:
     root = Path(root).expanduser().resolve()
-    for move in moves:
-        target = root / move.target
-        if target.exists():  # appeared since the check: still never overwrite
-            raise UserError(f"{target} appeared meanwhile; stopped before moving it")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(root / move.source, target)
+    set_aside, brought_back = [], []
+    try:
+        for move in moves:
+            target = location(root, move.target)
+            if target.exists():  # appeared since the check: still never overwrite
+                raise UserError(f"{target} appeared meanwhile; stopped before moving it")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(location(root, move.source), target)
+            for relpath, found in ((move.target, set_aside), (move.source, brought_back)):
+                if relpath.startswith(f"{SET_ASIDE}/"):
+                    found.append(relpath[len(SET_ASIDE) + 1 :])
+    finally:  # also when stopped: the quarantine's log matches what is in it
+        if set_aside:
+            log_set_aside(root, set_aside)
+        if brought_back:
+            forget(root, brought_back)
+
+
+def location(root: Path, relpath: str) -> Path:
+    """Where a move's relpath is on disk: in the dataset, or (`-/...`) in its quarantine."""
+    if relpath.startswith(f"{SET_ASIDE}/"):
+        return quarantine_folder(root) / relpath[len(SET_ASIDE) + 1 :]
+    return Path(root) / relpath
 
 
 def write_undo(moves_file: Path, moves: list[Move]) -> Path:
@@ -100,14 +128,28 @@ def write_undo(moves_file: Path, moves: list[Move]) -> Path:
     return path
 
 
+def _target(relpath: str, label: str) -> str:
+    """The new relpath: `-/` and the whole path to set aside, else the class folder changed
+    (a quarantined image's too); any sub-folder below the class folder comes along."""
+    inner = relpath.removeprefix(f"{SET_ASIDE}/")  # <class>/.../<name>
+    return f"{SET_ASIDE}/{inner}" if label == SET_ASIDE else f"{label}/{inner.split('/', 1)[1]}"
+
+
 def _relpath(text: str, root: Path) -> str:
     path = Path(text.replace("\\", "/"))
     if path.is_absolute():
-        try:
-            path = path.resolve().relative_to(root)
-        except ValueError:
-            return text  # outside the dataset: reported as unknown
+        path = path.resolve()
+        for base, prefix in ((root, ""), (quarantine_folder(root), f"{SET_ASIDE}/")):
+            if path.is_relative_to(base):
+                return prefix + path.relative_to(base).as_posix()
+        return text  # outside the dataset and its quarantine: reported as unknown
     return path.as_posix()
+
+
+def _shown(relpath: str, root: Path) -> str:
+    if relpath.startswith(f"{SET_ASIDE}/"):
+        return f"set aside: {quarantine_folder(root).name}/{relpath[len(SET_ASIDE) + 1 :]}"
+    return relpath
 
 
 def main(args: list[str]) -> int:
@@ -117,9 +159,11 @@ def main(args: list[str]) -> int:
     moves, unchanged = read_moves(moves_file, root)
     print(f"{len(moves)} move(s) in {moves_file}, dataset {root}:")
     for move in moves:
-        print(f"  {move.source} → {move.target}")
+        print(f"  {_shown(move.source, root)} → {_shown(move.target, root)}")
     for relpath in unchanged:
-        print(f"  (unchanged: {relpath} is already in {relpath.split('/', 1)[0]})")
+        where = relpath.split("/", 1)[0]
+        where = "set aside" if where == SET_ASIDE else f"in {where}"
+        print(f"  (unchanged: {relpath} is already {where})")
     if not moves:
         return 0
     if not options["apply"]:

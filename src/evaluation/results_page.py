@@ -5,7 +5,8 @@ the MLflow UI's artifact view, which shows HTML in a sandboxed frame) with its t
 predicted label and a bar per class score. Worst mistakes first: wrong predictions by
 falling confidence, then right ones by rising confidence. Filters and sorting run in a few
 lines of plain JavaScript; the page reads fine without it. Ticked images can be exported as
-a `path,new_label` CSV for `python -m src.data.relabel`.
+a `path,new_label` CSV for `python -m src.data.relabel`, with a new label or `-`, which sets
+the image aside (into the dataset's quarantine folder).
 """
 
 import base64
@@ -103,7 +104,8 @@ def _entry(rank: int, f: ImageFile, true: int, scores: np.ndarray, classes: list
         f'<div class="path" title="{_e(f.relpath)}">{_e(f.relpath)}</div>'
         f'<div class="verdict">{verdict} <b>{scores[pred]:.2f}</b></div>'
         f'<div class="bars">{bars}</div>'
-        f'<label class="pick"><input type="checkbox" class="tick"> relabel</label></div>'
+        f'<label class="pick"><input type="checkbox" class="tick"> relabel or set aside</label>'
+        "</div>"
     )
 
 
@@ -198,6 +200,7 @@ SCRIPT = """
     if (event.target.checked && !select) {
       select = document.createElement('select');
       for (const c of classes) select.add(new Option(c, c));
+      select.add(new Option('- (set aside)', '-'));  // relabel moves it to the quarantine
       const other = classes.find((c) => c !== item.dataset.true);
       select.value = item.dataset.pred !== item.dataset.true ? item.dataset.pred : other;
       event.target.parentElement.appendChild(select);
@@ -254,7 +257,8 @@ PAGE = """<!DOCTYPE html>
 <div id="export-box"><span id="export-count"></span>: save as <code>relabel.csv</code>
 (inside the MLflow UI, copy this text; downloads are blocked there), then
 <code>python -m src.data.relabel moves=relabel.csv root={root}</code> shows what would move,
-and <code>apply=true</code> moves the files.
+and <code>apply=true</code> moves the files (<code>-</code>: set aside, into the dataset's
+quarantine folder; nothing is deleted, and the undo file it writes brings them back).
 <textarea id="export-text" readonly></textarea></div>
 </header>
 <main id="grid">

@@ -5,7 +5,10 @@ import sys
 
 import pytest
 
+from src.data.folders import find_images
+from src.data.quarantine import quarantine_folder
 from src.data.relabel import apply_moves, read_moves, write_undo
+from src.data.relabel import main as relabel_main
 from src.errors import UserError
 from tests.conftest import ROOT, write_dataset
 
@@ -103,3 +106,76 @@ def test_the_command_shows_a_dry_run_first_and_moves_with_apply(root, tmp_path):
     again = relabel("apply=true")
     assert again.returncode == 1 and again.stderr.count("\n") == 1
     assert "no image 'dotted/dotted_002.jpg'" in again.stderr
+
+
+def contents(root) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_a_dash_sets_images_aside_in_the_quarantine_and_the_undo_brings_them_back(
+    root, tmp_path, capsys
+):
+    before, folder = contents(root), quarantine_folder(root)
+    moves_file = csv_file(
+        tmp_path,
+        "path,new_label\ndotted/shop/a.jpg,-\nstriped/striped_001.jpg,-\n"
+        "dotted/dotted_000.jpg,striped\n",
+    )
+    assert relabel_main([f"moves={moves_file}", f"root={root}", "apply=true"]) == 0
+    assert (
+        "dotted/shop/a.jpg → set aside: set-quarantine/dotted/shop/a.jpg" in capsys.readouterr().out
+    )
+    assert folder == root.with_name("set-quarantine")  # the one dedup uses
+    assert contents(folder) == {
+        "dotted/shop/a.jpg": before["dotted/shop/a.jpg"],
+        "striped/striped_001.jpg": before["striped/striped_001.jpg"],
+        "quarantined.tsv": b"path\tkept\tdistance\n"
+        b"dotted/shop/a.jpg\t\t\nstriped/striped_001.jpg\t\t\n",
+    }
+    _, files = find_images(root)  # what a run sees
+    assert {f.relpath for f in files} == set(before) - {
+        "dotted/shop/a.jpg",
+        "striped/striped_001.jpg",
+        "dotted/dotted_000.jpg",
+    } | {"striped/dotted_000.jpg"}
+
+    undo = tmp_path / "relabel.undo.csv"
+    assert undo.read_text().splitlines() == [
+        "path,new_label",
+        "-/dotted/shop/a.jpg,dotted",
+        "-/striped/striped_001.jpg,striped",
+        "striped/dotted_000.jpg,dotted",
+    ]
+    assert relabel_main([f"moves={undo}", f"root={root}", "apply=true"]) == 0
+    assert contents(root) == before and not folder.exists()
+
+    # and the undo's undo sets them aside again: both directions are plain moves
+    assert (
+        relabel_main([f"moves={tmp_path / 'relabel.undo.undo.csv'}", f"root={root}", "apply=true"])
+        == 0
+    )
+    assert sorted(contents(folder)) == [
+        "dotted/shop/a.jpg",
+        "quarantined.tsv",
+        "striped/striped_001.jpg",
+    ]
+
+
+def test_bringing_back_an_image_set_aside_by_hand_leaves_what_dedup_set_aside(root, tmp_path):
+    folder = quarantine_folder(root)
+    (folder / "dotted").mkdir(parents=True)
+    (folder / "dotted" / "copy.jpg").write_bytes(b"a copy of dotted_000.jpg")
+    log = "path\tkept\tdistance\ndotted/copy.jpg\tdotted/dotted_000.jpg\t0\n"
+    (folder / "quarantined.tsv").write_text(log)
+    moves_file = csv_file(tmp_path, "striped/striped_002.jpg,-\n")
+    moves = read_moves(moves_file, root)[0]
+    apply_moves(root, moves)
+    apply_moves(root, read_moves(write_undo(moves_file, moves), root)[0])
+    assert (root / "striped" / "striped_002.jpg").exists()
+    assert contents(folder) == {
+        "dotted/copy.jpg": b"a copy of dotted_000.jpg",
+        "quarantined.tsv": log.encode(),
+    }
+    # a quarantined image named by its full path, put into another class
+    moves = read_moves(csv_file(tmp_path, f"{folder}/dotted/copy.jpg,striped\n"), root)[0]
+    assert [(m.source, m.target) for m in moves] == [("-/dotted/copy.jpg", "striped/copy.jpg")]

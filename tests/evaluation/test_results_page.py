@@ -143,11 +143,13 @@ def test_ticked_images_export_as_csv_inside_a_sandboxed_frame_as_the_mlflow_ui_s
     page, tmp_path
 ):
     """The MLflow UI shows an HTML artifact in `<iframe sandbox="allow-scripts">` loaded from
-    a blob URL: scripts run, downloads are blocked. Here a user ticks the first three images
-    (two wrong, one right), changes one label, exports; the frame reports the CSV text."""
+    a blob URL: scripts run, downloads are blocked. Here a user ticks the first four images
+    (two wrong, two right), changes one label, sets one aside (`-`) and exports; the frame
+    reports the CSV text."""
     user = (
-        "<script>for (const box of Array.from(document.querySelectorAll('.tick')).slice(0, 3))"
-        " box.click(); document.querySelectorAll('.item select')[1].value = 'striped';"
+        "<script>for (const box of Array.from(document.querySelectorAll('.tick')).slice(0, 4))"
+        " box.click(); const menus = document.querySelectorAll('.item select');"
+        " menus[1].value = 'striped'; menus[3].value = '-';"
         " document.getElementById('export').click();"
         " parent.postMessage(document.getElementById('export-text').value, '*');</script></body>"
     )
@@ -170,6 +172,7 @@ def test_ticked_images_export_as_csv_inside_a_sandboxed_frame_as_the_mlflow_ui_s
         "dotted/dotted_001.jpg,striped",  # the prediction is the suggested label
         "leopard/leopard_001.jpg,striped",  # changed by hand
         "leopard/leopard_000.jpg,dotted",  # a right one: the first other class
+        "striped/striped_000.jpg,-",  # set aside: relabel moves it to the quarantine
     ], result.stderr[-2000:]
 
 
