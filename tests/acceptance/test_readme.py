@@ -72,7 +72,7 @@ ONNX_EXAMPLE = claim(
     "import json\nfrom pathlib import Path\n\nimport numpy as np\nimport onnxruntime"
 )
 SERVING_BENCHMARK = claim("python -m benchmarks.serving model=models:/fashion-texture@champion")
-QUICK_BENCHMARKS = claim("python -m benchmarks --quick")
+SEARCH = claim("python -m src.data.search labels=striped,dotted,leopard items=blouse")
 
 # README commands not run here, and why (each by the text it starts with).
 SKIPPED = {
@@ -94,6 +94,16 @@ SKIPPED = {
     "torchrun --standalone --nproc_per_node=4": "four GPUs (one process each): none here; the "
     "two-process CPU command runs",
     "python -m benchmarks.gpu": "needs a CUDA GPU",
+    "python -m benchmarks --quick": "run as written (with --out to a temporary file) by "
+    "tests/benchmarks/test_suite.py::test_the_whole_quick_suite_runs, a slow test",
+    # the search walk-through goes on from what the search found, which needs the internet:
+    # tests/test_search_walkthrough.py runs each of these against a fake Openverse and host
+    "python -m src.data.download urls=fashion_urls.tsv": "search walk-through (see above)",
+    "python -m src.data.dedup root=data/images/fashion_urls": "search walk-through",
+    "python -m src.run dataset=folder dataset.root=data/images/fashion_urls": "search walk-through",
+    "python -m src.data.relabel moves=relabel.csv root=data/images/fashion_urls": "search "
+    "walk-through",
+    "python -m src.register run_id=<the run id it printed>": "search walk-through",
     "python -m benchmarks": "the full benchmark sizes take over an hour on 2 cores; "
     "`python -m benchmarks --quick` (a slow test here) runs the same code",
 }
@@ -155,6 +165,19 @@ def test_own_folder_of_images_with_a_bigger_model(workspace):
 def test_own_folder_quick_look(workspace):
     result = ok(workspace.run(shrunk(command(QUICK_LOOK))))
     assert "3 classes" in result.stdout
+
+
+def test_search_as_written_says_in_one_line_that_the_service_cannot_be_reached(workspace):
+    """No internet here: the command must stop with one line naming the service, and write
+    nothing. (Against a fake Openverse it is tests/test_search_walkthrough.py's first step.)"""
+    result = workspace.run(command(SEARCH), 120)
+    if result.returncode == 0:  # a machine with the internet: a real list was written
+        assert (workspace.folder / "fashion_urls.tsv").is_file()
+        return
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: cannot reach openverse") and "nothing was written" in line
+    assert not (workspace.folder / "fashion_urls.tsv").exists()
 
 
 @pytest.fixture(scope="session")
@@ -364,8 +387,3 @@ def test_export_to_onnx_and_run_the_readmes_onnxruntime_example(workspace, quick
 def test_serving_latency_benchmark(workspace, registered):
     result = ok(workspace.run(command(SERVING_BENCHMARK), 900))
     assert "p50" in result.stdout
-
-
-@pytest.mark.slow
-def test_quick_benchmark_suite(workspace):
-    ok(workspace.run(command(QUICK_BENCHMARKS), 2400))
