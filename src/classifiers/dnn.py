@@ -88,7 +88,9 @@ def refine(
 ) -> Refined:
     """Train `model` in place; it ends holding the best epoch's weights."""
     train_paths, train_labels = train
-    batch_size = ranks.batch_share(_clamp_batch_size(settings.batch_size, len(train_paths)))
+    batch_size = ranks.batch_share(
+        _clamp_batch_size(settings.batch_size, len(train_paths), ranks.world_size)
+    )
     model = model.to(device).to(memory_format=torch.channels_last)
     if settings.freeze_backbone:
         for parameter in model.featurizer.parameters():
@@ -105,7 +107,9 @@ def refine(
         ranks.rank,
         ranks.world_size,
     )
-    steps_per_epoch = math.ceil(len(sampler) / batch_size)
+    steps_per_epoch = len(sampler) // batch_size + (
+        len(sampler) % batch_size > 0 and not lone_last_batch(len(sampler), batch_size)
+    )
     scheduler = make_scheduler(optimizer, settings, steps_per_epoch)
     half = autocast(device, settings.amp)
     # fp16 needs its gradients scaled to stay representable; bf16 and fp32 do not
@@ -242,7 +246,14 @@ def epoch_loaders(
         transform, items = partial(load_pixels, size=size, mode=preprocessing), sampler
     train_set = ImageDataset(train[0], list(train[1]), transform, size)
     train_loader = make_loader(
-        train_set, batch_size, workers, device, sampler=items, seed=seed, persistent=True
+        train_set,
+        batch_size,
+        workers,
+        device,
+        sampler=items,
+        seed=seed,
+        persistent=True,
+        drop_last=lone_last_batch(len(sampler), batch_size),
     )
     val_set = image_files(ranks.shard(val[0]), size, preprocessing)
     val_loader = make_loader(val_set, batch_size, workers, device, persistent=True)
@@ -281,6 +292,12 @@ def make_scheduler(optimizer, settings: Refinement, steps_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def lone_last_batch(images: int, batch_size: int) -> bool:
+    """Would an epoch end on a batch of one image? It is dropped: batch norm cannot train on
+    a single image (with a 1x1 feature map it refuses to)."""
+    return images > 1 and images % batch_size == 1
+
+
 def load_schedule(scheduler, state: dict) -> None:
     """Restore a schedule's position, keeping its length as configured now: a run resumed
     with more epochs stretches its schedule from there (cosine reads the length live;
@@ -294,11 +311,14 @@ def load_schedule(scheduler, state: dict) -> None:
 ONE_CYCLE_LENGTH = ("total_steps", "_schedule_phases")  # what OneCycleLR derives from epochs
 
 
-def _clamp_batch_size(batch_size: int, train_images: int) -> int:
+def _clamp_batch_size(batch_size: int, train_images: int, processes: int = 1) -> int:
+    """A batch no larger than the training set; under torchrun still a multiple of the
+    number of processes (each takes an equal share), so a small set does not refuse to run."""
     if batch_size > train_images:
+        fitting = max(processes, train_images - train_images % processes)
         log.warning(
             f"classifier.batch_size={batch_size} is larger than the {train_images} training "
-            f"images; using {train_images}"
+            f"images; using {fitting}"
         )
-        return train_images
+        return fitting
     return batch_size

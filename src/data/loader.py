@@ -140,6 +140,7 @@ def make_loader(
     sampler=None,
     seed: int = 0,
     persistent: bool = False,
+    drop_last: bool = False,
 ) -> DataLoader:
     """Batches of `dataset` from `num_workers` processes (0: in this process).
 
@@ -157,4 +158,5 @@ def make_loader(
         # batches waiting per worker: at least 2, and about 8 in all when workers are few
         prefetch_factor=max(2, 8 // num_workers) if num_workers > 0 else None,
         generator=torch.Generator().manual_seed(seed),
+        drop_last=drop_last,
     )

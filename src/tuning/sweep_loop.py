@@ -170,24 +170,17 @@ def _run_sweep(sweeper, arguments: list[str]):
 
 def changed_space(study: optuna.Study, distributions: dict) -> str | None:
     """How this command's search space differs from the one the study's trials were drawn
-    from, in a few words; None when it is the same (or the study is new)."""
+    from, in a few words; None when it is the same (or the study is new). A trial cut short
+    may hold only some of its draws, so only finished ones must hold every key."""
     for trial in study.get_trials(deepcopy=False):
-        if not trial.distributions:
-            continue  # asked, never drawn (a surplus or duplicate trial)
-        if set(trial.distributions) != set(distributions):
-            added = sorted(set(distributions) - set(trial.distributions))
-            dropped = sorted(set(trial.distributions) - set(distributions))
-            return "; ".join(
-                part
-                for part in (
-                    f"now searched: {', '.join(added)}" if added else "",
-                    f"no longer searched: {', '.join(dropped)}" if dropped else "",
-                )
-                if part
-            )
+        if dropped := sorted(set(trial.distributions) - set(distributions)):
+            return f"no longer searched: {', '.join(dropped)}"
         for key, distribution in trial.distributions.items():
             if distribution != distributions[key]:
                 return f"{key} was {distribution}, now {distributions[key]}"
+        finished = trial.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        if finished and (added := sorted(set(distributions) - set(trial.distributions))):
+            return f"now searched: {', '.join(added)}"
     return None
 
 

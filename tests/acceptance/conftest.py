@@ -83,7 +83,7 @@ class Workspace:
         """A command left running (a server, a run to interrupt), in its own process group."""
         with (self.folder / log).open("w") as out:
             return subprocess.Popen(
-                ["bash", "-c", f"exec {command}"],
+                ["bash", "-c", f"exec env {command}"],  # env: `VAR=x cmd` as typed
                 cwd=self.folder,
                 env=self.env,
                 stdout=out,

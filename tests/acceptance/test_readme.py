@@ -316,7 +316,8 @@ def test_plain_hydra_grid(workspace):
 def test_a_range_on_the_command_line_replaces_the_configs(workspace):
     result = ok(workspace.run(shrunk(command(SWEEP_RANGE))))
     output = result.stdout + result.stderr
-    drawn = [float(v) for v in re.findall(r"trial \d+: classifier\.lr=([\d.e-]+)", output)]
+    lines = re.findall(r"^trial \d+: .*=.*$", output, re.M)
+    drawn = [float(re.search(r"classifier\.lr=([\d.e-]+)", line).group(1)) for line in lines]
     assert len(drawn) == TRIALS and all(0.001 <= v <= 0.01 for v in drawn), drawn
 
 

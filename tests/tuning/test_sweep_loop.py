@@ -28,3 +28,11 @@ def test_a_narrower_range_or_a_fixed_value_is_another_space():
     assert changed_space(study, narrower.distributions).startswith("classifier.lr was")
     fixed = parse_search_space(PARAMS, ["model=a"])
     assert changed_space(study, fixed.distributions) == "no longer searched: model"
+
+
+def test_a_trial_cut_short_after_some_draws_is_not_another_space():
+    space = parse_search_space(PARAMS, [])
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    trial.suggest_float("classifier.lr", 0.0005, 0.05, log=True)  # its worker died here
+    assert changed_space(study, space.distributions) is None
