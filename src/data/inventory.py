@@ -21,7 +21,7 @@ from src.data.folders import ImageFile
 from src.data.images import ImageError, decode_image, image_size
 
 CHECK_SCALE = 64  # px; decoding JPEGs down to this is enough to prove the data is whole
-CACHE_VERSION = 2  # 2: with dhash
+CACHE_VERSION = 3  # 2: with dhash; 3: imagehash's dhash
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from src.data.duplicates import duplicate_groups, straddling
+from src.data.duplicates import DUPLICATE_THRESHOLD, duplicate_groups, straddling
 from src.data.folders import ImageFile, check_classes, find_images, fingerprint
 from src.data.inventory import ImageCheck, check_images
 from src.data.split import limit_per_class, read_test_list, split_files
@@ -58,7 +58,7 @@ def prepare_dataset(
     cache_dir: Path | None,
     num_threads: int,
     group_duplicates: bool = False,
-    duplicate_threshold: int = 0,
+    duplicate_threshold: int = DUPLICATE_THRESHOLD,
 ) -> PreparedData:
     """`group_duplicates`: keep each group of near-duplicates (hashes at most
     `duplicate_threshold` bits apart) on one side of the split."""
