@@ -295,6 +295,7 @@ def prepare(cfg: DictConfig, root: Path, workers: int) -> PreparedData:
         workers + 1,
         split.get("group_duplicates", False),
         split.get("duplicate_threshold", 0),
+        split.get("test_list_conflicts", "refuse"),
     )
 
 

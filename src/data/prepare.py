@@ -7,6 +7,7 @@ are found here too: leakage that flatters the test score.
 """
 
 import logging
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,9 +60,12 @@ def prepare_dataset(
     num_threads: int,
     group_duplicates: bool = False,
     duplicate_threshold: int = DUPLICATE_THRESHOLD,
+    test_list_conflicts: str = "refuse",
 ) -> PreparedData:
     """`group_duplicates`: keep each group of near-duplicates (hashes at most
-    `duplicate_threshold` bits apart) on one side of the split."""
+    `duplicate_threshold` bits apart) on one side of the split. `test_list_conflicts`:
+    what happens to a file that shares a sub-folder (split_by="subdir") or a duplicate group
+    with a listed test image but is not listed: "move" (to test) or "refuse"."""
     root = Path(root).expanduser().resolve()
     classes, files = find_images(root)
     checks = check_images(files, cache_dir, num_threads)
@@ -79,14 +83,43 @@ def prepare_dataset(
     hashes = {f.relpath: checks[f.relpath].dhash for f in usable}
     duplicates = duplicate_groups(hashes, duplicate_threshold)
     together = duplicates if group_duplicates else None
-    split = split_files(usable, seed, train_ratio, val_ratio, split_by, test_files, together)
+    split = split_files(
+        usable, seed, train_ratio, val_ratio, split_by, test_files, together, test_list_conflicts
+    )
     data = PreparedData(
         root, classes, usable, split, skipped, fingerprint(usable), checks, duplicates
     )
     if leaks := data.leaky_duplicates():
-        log.warning(
-            f"{len(leaks)} group(s) of duplicate images straddle train/val/test (leakage, e.g. "
-            f"{' = '.join(leaks[0][:3])}); dataset.split.group_duplicates=true keeps each "
-            f"group on one side, python -m src.data.dedup root={root} sets copies aside"
-        )
+        log.warning(leakage_warning(leaks, split, group_duplicates, duplicate_threshold, root))
     return data
+
+
+def leakage_warning(
+    leaks: list[list[str]],
+    split: dict[str, str],
+    group_duplicates: bool,
+    threshold: int,
+    root: Path,
+) -> str:
+    """What to say about duplicate groups that straddle the split, given the settings in
+    force: grouping is advised only where it is off and would help (copies in one class
+    on two sides); copies filed under several classes are a labelling question."""
+    by_class = [defaultdict(set) for _ in leaks]
+    for sides, group in zip(by_class, leaks, strict=True):
+        for relpath in group:
+            sides[relpath.split("/", 1)[0]].add(split.get(relpath))
+    within = sum(1 for sides in by_class if any(len(s) > 1 for s in sides.values()))
+    across = sum(1 for sides in by_class if len(sides) > 1)
+    advice = []
+    if within and not group_duplicates:
+        advice.append("dataset.split.group_duplicates=true keeps each group on one side")
+    if across:
+        advice.append(
+            f"{across} of them are filed under two or more classes, which no split keeps "
+            "together: check their labels"
+        )
+    advice.append(f"python -m src.data.dedup root={root} threshold={threshold} sets copies aside")
+    return (
+        f"{len(leaks)} group(s) of duplicate images (within {threshold} bits) straddle "
+        f"train/val/test (leakage, e.g. {' = '.join(leaks[0][:3])}); " + "; ".join(advice)
+    )
