@@ -48,6 +48,7 @@ from src.evaluation.metrics import evaluate
 from src.evaluation.results_page import write_results_page
 from src.features.backbone import build_featurizer, feature_size
 from src.features.cache import cached_features
+from src.features.featurize import precision_name
 from src.overrides import prepare_overrides
 from src.resume import checkpoint_path, resume_state, what_is_kept
 from src.tracking import mlflow_run
@@ -188,6 +189,8 @@ def fit(cfg, job: Job, featurizer, weights, run_id: str, resume, link, ranks) ->
             identity,
             files,
             lambda: job.outputs(featurizer, job.all_paths(), "featurising"),
+            job.device.type,
+            precision_name(job.device),
         )
         if hit:
             log.info(f"features: found in the cache, featurisation skipped ({len(files)} images)")

@@ -22,6 +22,7 @@ from src.classifiers.dnn import Refined, Refinement, refine
 from src.classifiers.network import ImageClassifier, make_head
 from src.classifiers.svm import SvmFit, fit_svm_classifier
 from src.data.folders import ImageFile
+from src.errors import UserError
 from src.features.featurize import featurize
 
 SPLITS = ("train", "val", "test")
@@ -73,7 +74,15 @@ class Fitted:
 def fit_svm(
     job: Job, featurizer: nn.Module, features: np.ndarray, C_values: list[float], l2_normalize: bool
 ) -> Fitted:
-    """`features`: one row per file of job.all_paths()."""
+    """`features`: one row per file of job.all_paths(). A NaN row (a file that failed to
+    read, though it passed the image check) is refused, never fitted nor scored."""
+    files = [f for s in SPLITS for f in job.files[s]]
+    if failed := [f.relpath for f, row in zip(files, features, strict=True) if np.isnan(row).any()]:
+        raise UserError(
+            f"{len(failed)} image(s) could not be read for featurisation, though they passed "
+            f"the image check: {', '.join(failed[:3])}{' ...' if len(failed) > 3 else ''}; "
+            "changed or removed during the run? Run again: the check will set them aside"
+        )
     by_split, start = {}, 0
     for split in SPLITS:
         by_split[split] = features[start : start + len(job.files[split])]

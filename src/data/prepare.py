@@ -8,7 +8,7 @@ are found here too: leakage that flatters the test score.
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +72,10 @@ def prepare_dataset(
     skipped = [(f.relpath, checks[f.relpath].error) for f in files if checks[f.relpath].error]
     for relpath, reason in skipped:
         log.warning(f"skipped {relpath}: {reason}")
-    usable = [f for f in files if not checks[f.relpath].error]
+    # each usable file carries its content digest from here on (feature cache, fingerprint)
+    usable = [
+        replace(f, digest=checks[f.relpath].digest) for f in files if not checks[f.relpath].error
+    ]
     check_classes(classes, usable, root)
     test_files = read_test_list(test_list, usable) if test_list else None
     usable = limit_per_class(usable, max_images_per_class, seed)
