@@ -55,7 +55,12 @@ from src.tracking import mlflow_run
 from src.tracking.epochs import EpochLogger, log_missing_epochs
 from src.tracking.parent_runs import find_or_create_parent
 from src.tracking.pyfunc_model import encode_jpeg, log_model
-from src.tracking.run_logging import log_data, log_evaluation, log_svm_selection
+from src.tracking.run_logging import (
+    absent_class_lines,
+    log_data,
+    log_evaluation,
+    log_svm_selection,
+)
 from src.tuning.study import redact
 from src.tuning.trial_link import TrialLink
 
@@ -381,6 +386,7 @@ def print_summary(cfg, weights, reports, fitted, uri, experiment_id, run_id) -> 
         + (f"; SVM C = {fitted.svm.C:g}" if fitted.svm is not None else "")
         + (f"; best epoch {fitted.refined.best_epoch}" if fitted.refined else "")
     )
+    lines += absent_class_lines(reports)
     if command := mlflow_run.ui_command(uri):
         lines.append(f"compare runs: {command}")
     lines.append(f"  then open {mlflow_run.runs_url(uri, experiment_id, run_id)}")

@@ -16,7 +16,7 @@ import numpy as np
 from src.data.duplicates import DUPLICATE_THRESHOLD, duplicate_groups, straddling
 from src.data.folders import ImageFile, check_classes, find_images, fingerprint
 from src.data.inventory import ImageCheck, check_images
-from src.data.split import limit_per_class, read_test_list, split_files
+from src.data.split import SPLITS, limit_per_class, read_test_list, split_files
 from src.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,11 @@ class PreparedData:
     def labels(self, files: list[ImageFile]) -> np.ndarray:
         index = {name: k for k, name in enumerate(self.classes)}
         return np.array([index[f.label] for f in files], dtype=np.int64)
+
+    def absent_classes(self) -> dict[str, list[str]]:
+        """Per split, the classes without a single image there (a test list can do that)."""
+        present = {(f.label, self.split[f.relpath]) for f in self.files}
+        return {s: [c for c in self.classes if (c, s) not in present] for s in SPLITS}
 
     def counts(self) -> dict[str, int]:
         return {s: sum(1 for v in self.split.values() if v == s) for s in ("train", "val", "test")}
