@@ -128,6 +128,6 @@ def leakage_warning(
         )
     advice.append(f"python -m src.data.dedup root={root} threshold={threshold} sets copies aside")
     return (
-        f"{len(leaks)} group(s) of duplicate images (within {threshold} bits) straddle "
-        f"train/val/test (leakage, e.g. {' = '.join(leaks[0][:3])}); " + "; ".join(advice)
+        f"{len(leaks)} group(s) of duplicate images straddle train/val/test (leakage; hashes "
+        f"within {threshold} bits, e.g. {' = '.join(leaks[0][:3])}); " + "; ".join(advice)
     )
