@@ -64,6 +64,11 @@ def split_files(
         raise UserError(f"dataset.split.val_ratio must be between 0 and 1, got {val_ratio}")
     if by not in ("filename", "subdir"):
         raise UserError(f"dataset.split.by must be 'filename' or 'subdir', got {by!r}")
+    if test_list_conflicts not in TEST_LIST_CONFLICTS:
+        raise UserError(
+            "dataset.split.test_list_conflicts must be 'refuse' or 'move', "
+            f"got {test_list_conflicts!r}"
+        )
     if test_list is not None:
         test_list = whole_test_list(files, test_list, by, together, test_list_conflicts)
     assignment = {}
@@ -93,10 +98,6 @@ def whole_test_list(
     """The test list with what must go with each listed file: the rest of its sub-folder
     (by="subdir") and of its `together` group, in any class. With conflicts="refuse" an
     unlisted such file is one UserError naming it and the listed file it goes with."""
-    if conflicts not in TEST_LIST_CONFLICTS:
-        raise UserError(
-            f"dataset.split.test_list_conflicts must be 'refuse' or 'move', got {conflicts!r}"
-        )
     known = {f.relpath for f in files}
     parent = {r: r for r in known}
 
@@ -106,14 +107,12 @@ def whole_test_list(
             r = parent[r]
         return r
 
-    def link(members: list[str], why: str) -> None:
+    def link(members: list[str]) -> None:
         for other in members[1:]:
             a, b = root(members[0]), root(other)
             if a != b:
                 parent[max(a, b)] = min(a, b)
-                reason.setdefault(other, why)
 
-    reason: dict[str, str] = {}
     if by == "subdir":
         folders = defaultdict(list)
         for f in files:
@@ -121,9 +120,9 @@ def whole_test_list(
             if len(parts) > 2:
                 folders[(parts[0], parts[1])].append(f.relpath)
         for members in folders.values():
-            link(sorted(members), "its sub-folder")
+            link(sorted(members))
     for group in together or []:
-        link(sorted(r for r in group if r in known), "a duplicate group")
+        link(sorted(r for r in group if r in known))
     listed_root = defaultdict(list)
     for r in sorted(listed & known):
         listed_root[root(r)].append(r)
