@@ -62,7 +62,8 @@ def train_svm_head(
     else:
         temperature = fit_temperature(held_out, refit_y)
     head = svm_as_linear(final, num_classes, temperature)
-    return SvmFit(head, C, val_scores, temperature, val_margins * temperature)
+    val_logits = (val_margins - val_margins.mean(axis=1, keepdims=True)) * temperature
+    return SvmFit(head, C, val_scores, temperature, val_logits)
 
 
 def out_of_fold_margins(
@@ -133,8 +134,13 @@ def svm_weights(svm: LinearSVC, num_classes: int) -> tuple[np.ndarray, np.ndarra
 
 
 def svm_as_linear(svm: LinearSVC, num_classes: int, temperature: float) -> nn.Linear:
-    """The SVM (its margins scaled by the temperature) as a torch linear layer."""
+    """The SVM (its margins scaled by the temperature) as a torch linear layer.
+
+    The classes' mean is taken off every logit (softmax and argmax ignore a shift shared by
+    all classes): one-vs-rest margins share a large offset, which a calibrated T of 10^4 or
+    more would blow up to logits of 10^4 whose float32 rounding (1e-3) reaches the scores."""
     weight, bias = svm_weights(svm, num_classes)
+    weight, bias = weight - weight.mean(axis=0), bias - bias.mean()
     layer = nn.Linear(weight.shape[1], num_classes)
     with torch.no_grad():
         layer.weight.copy_(torch.as_tensor(weight * temperature, dtype=torch.float32))

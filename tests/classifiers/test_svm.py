@@ -55,8 +55,27 @@ def test_linear_layer_reproduces_the_svm_decisions(classes):
     layer = svm_as_linear(svm, classes, temperature=2.5)
     with torch.no_grad():
         logits = layer(torch.from_numpy(x)).numpy()
-    assert np.allclose(logits, 2.5 * decision_scores(svm, x, classes), atol=1e-4)
+    margins = decision_scores(svm, x, classes)  # less their mean: the same softmax
+    assert np.allclose(logits, 2.5 * (margins - margins.mean(1, keepdims=True)), atol=1e-4)
     assert np.array_equal(logits.argmax(1), svm.predict(x))
+
+
+def test_a_large_temperature_keeps_the_served_scores_exact_in_float32():
+    """Calibrated on tiny margins, T reaches 10^4 to 10^6: the layer must not turn the
+    margins' shared offset into logits whose float32 rounding shows in the scores (or in
+    the ONNX export's parity check, 1e-4 on logits)."""
+    features, labels = {}, {}
+    for split, seed, n in (("train", 0, 40), ("val", 1, 15), ("test", 2, 100)):
+        features[split], labels[split] = pooled_like(n, seed, 0.04)
+    C_values = [0.0001, 0.001, 0.01, 0.1, 1, 10, 100]
+    _, fit, _ = fit_svm_classifier(torch.nn.Identity(), features, labels, 3, C_values, True, 0)
+    assert fit.temperature > 1e4
+    x = features["test"] / np.linalg.norm(features["test"], axis=1, keepdims=True)
+    weight, bias = (p.detach().double().numpy() for p in (fit.head.weight, fit.head.bias))
+    exact = x.astype(np.float64) @ weight.T + bias
+    with torch.no_grad():
+        served = fit.head(torch.from_numpy(x).float()).numpy()
+    assert np.abs(served - exact).max() < 1e-4
 
 
 def test_temperature_makes_confident_scores_without_changing_decisions():
