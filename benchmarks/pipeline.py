@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -18,11 +19,18 @@ from benchmarks.before import augment_before, colour_jitter_before, naive_featur
 from benchmarks.common import photo_like_jpeg, seconds
 from src.data.folders import find_images
 from src.data.images import decode_image
+from src.data.inventory import content_digest
 from src.data.loader import EpochSampler, ImageDataset, SeededItems, make_loader
 from src.data.presets import augment, colour_jitter, letterbox, load_pixels
 from src.features.backbone import build_featurizer
 from src.features.cache import cached_features
-from src.features.featurize import autocast, featurize, image_files, prepare_for_inference
+from src.features.featurize import (
+    autocast,
+    featurize,
+    image_files,
+    precision_name,
+    prepare_for_inference,
+)
 
 FEATURISE_TARGET = 0.85  # end to end / pure forward, CPU, 224 px (issue 7)
 CACHE_TARGET = 20  # second run / first run speed-up
@@ -178,8 +186,10 @@ def loader_start(paths, size: int, workers: int) -> tuple[float, float]:
 def feature_cache(root: Path, size: int, batch: int, workers: int, device) -> list[dict]:
     """Benchmark 3: the same featurisation twice through the feature cache."""
     _, files = find_images(root)
+    files = [replace(f, digest=content_digest(f.path)) for f in files]  # as prepare_dataset
     featurizer, _ = build_featurizer("resnet18", "none")
     identity = {"arch": "resnet18", "weights": "none", "size": size, "preprocessing": "letterbox"}
+    numerics = (device.type, precision_name(device))
     paths = [f.path for f in files]
 
     def compute():
@@ -188,10 +198,14 @@ def feature_cache(root: Path, size: int, batch: int, workers: int, device) -> li
     with tempfile.TemporaryDirectory() as cache:
         hits = []
         first = seconds(
-            lambda: hits.append(cached_features(Path(cache), identity, files, compute)[1])
+            lambda: hits.append(
+                cached_features(Path(cache), identity, files, compute, *numerics)[1]
+            )
         )
         second = seconds(
-            lambda: hits.append(cached_features(Path(cache), identity, files, compute)[1])
+            lambda: hits.append(
+                cached_features(Path(cache), identity, files, compute, *numerics)[1]
+            )
         )
     assert hits == [False, True], hits
     result = {

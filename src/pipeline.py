@@ -49,12 +49,18 @@ from src.evaluation.metrics import evaluate
 from src.evaluation.results_page import write_results_page
 from src.features.backbone import build_featurizer, feature_size
 from src.features.cache import cached_features
+from src.features.featurize import precision_name
 from src.resume import checkpoint_path, interrupted_message, resume_state, what_is_kept
 from src.tracking import mlflow_run
 from src.tracking.epochs import EpochLogger, log_missing_epochs
 from src.tracking.parent_runs import find_or_create_parent
 from src.tracking.pyfunc_model import encode_jpeg, log_model
-from src.tracking.run_logging import log_data, log_evaluation, log_svm_selection
+from src.tracking.run_logging import (
+    absent_class_lines,
+    log_data,
+    log_evaluation,
+    log_svm_selection,
+)
 from src.tuning.study import redact
 from src.tuning.trial_link import TrialLink
 
@@ -209,6 +215,8 @@ def fit(cfg, job: Job, featurizer, weights, run_id: str, resume, link, ranks) ->
             identity,
             files,
             lambda: job.outputs(featurizer, job.all_paths(), "featurising"),
+            job.device.type,
+            precision_name(job.device),
         )
         if hit:
             log.info(f"features: found in the cache, featurisation skipped ({len(files)} images)")
@@ -346,6 +354,7 @@ def prepare(cfg: DictConfig, root: Path, workers: int) -> PreparedData:
         workers + 1,
         split.get("group_duplicates", False),
         split.get("duplicate_threshold", 0),
+        split.get("test_list_conflicts", "refuse"),
     )
 
 
@@ -428,6 +437,7 @@ def print_summary(cfg, weights, reports, fitted, uri, experiment_id, run_id) -> 
         + (f"; SVM C = {fitted.svm.C:g}" if fitted.svm is not None else "")
         + (f"; best epoch {fitted.refined.best_epoch}" if fitted.refined else "")
     )
+    lines += absent_class_lines(reports)
     if command := mlflow_run.ui_command(uri):
         lines.append(f"compare runs: {command}")
     lines.append(f"  then open {mlflow_run.runs_url(uri, experiment_id, run_id)}")

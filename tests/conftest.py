@@ -69,6 +69,29 @@ def write_dataset(root: Path, counts: dict[str, int], size=(48, 40)) -> Path:
     return root
 
 
+def write_colour_dataset(root: Path, per_class: int, seed: int = 0) -> Path:
+    """A learnable set, even for a network with random weights: root/<red|green|blue>/*.jpg,
+    48 px, the class's hue (with a little spread) at random saturation and brightness."""
+    import cv2  # only here: conftest is imported by every test
+
+    rng = np.random.default_rng(seed)
+    for k, label in enumerate(("red", "green", "blue")):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            hsv = np.zeros((48, 48, 3), np.uint8)
+            hsv[..., 0] = (k * 60 + rng.normal(0, 10)) % 180  # OpenCV's hue runs 0-180
+            hsv[..., 1] = rng.integers(80, 255)
+            hsv[..., 2] = np.clip(rng.normal(rng.integers(60, 230), 30, (48, 48)), 0, 255)
+            cv2.imwrite(str(root / label / f"{i:03d}.jpg"), cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR))
+    return root
+
+
+@pytest.fixture(scope="session")
+def colours(tmp_path_factory) -> Path:
+    """The learnable colour set, 3 classes x 40 images."""
+    return write_colour_dataset(tmp_path_factory.mktemp("colours") / "set", 40)
+
+
 @pytest.fixture(scope="session")
 def textures(tmp_path_factory) -> Path:
     """The real synthetic texture generator, tiny: 3 classes x 8 images, 64 px."""

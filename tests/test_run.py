@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import image_bytes, run_cli, write_dataset
+from tests.conftest import image_bytes, run_cli, write_colour_dataset, write_dataset
 
 ARTIFACTS = {
     "config.yaml",
@@ -17,6 +17,7 @@ ARTIFACTS = {
     "data/skipped_files.tsv",
     "evaluation/roc_test.png",
     "evaluation/confusion_test.png",
+    "evaluation/reliability.png",
     "classifier/svm_C_selection.png",
 }
 
@@ -55,6 +56,8 @@ def test_run_finishes_with_metrics_params_tags_and_artifacts(default_run):
         "test/auc_macro",
         "test/dotted/precision",
         "val/class_avg_accuracy",
+        "val/ece",
+        "test/ece",
         "train/accuracy",
         "data/skipped_files",
         "data/test_images",
@@ -118,6 +121,26 @@ def test_rerun_with_other_classifier_settings_reuses_the_cached_features(default
     result = run_cli("classifier.C_values=[0.1,1]", "tracking.experiment=rerun", tmp=tmp)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "found in the cache, featurisation skipped" in result.stdout
+
+
+def test_a_class_without_test_images_logs_nothing_there_and_the_scores_are_calibrated(tmp_path):
+    """A test list without blue images: no test/blue/* metrics (not zeros), counted under
+    data/ and said in the summary. The set is learnable: validation ECE at most 0.05."""
+    root = write_colour_dataset(tmp_path / "colours", 50)
+    listing = tmp_path / "test.tsv"
+    listing.write_text("".join(f"{c}\t{i:03d}.jpg\n" for c in ("red", "green") for i in range(8)))
+    result = run_cli(
+        "dataset=folder", f"dataset.root={root}", f"dataset.split.test_list={listing}", tmp=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "no test images of class(es) blue: no metrics for them on test" in result.stdout
+    _, run = only_run(tmp_path)
+    metrics = run.data.metrics
+    assert [m for m in metrics if m.startswith("test/blue/")] == []
+    assert "test/red/recall" in metrics and "val/blue/recall" in metrics
+    assert metrics["data/test_absent_classes"] == 1 and metrics["data/val_absent_classes"] == 0
+    assert run.data.tags["data.absent_classes.test"] == "blue"
+    assert metrics["val/accuracy"] > 0.9 and metrics["val/ece"] <= 0.05
 
 
 def test_folder_dataset_with_a_corrupt_file_skips_it_and_says_so(tmp_path):

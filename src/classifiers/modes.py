@@ -17,11 +17,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from src.classifiers.calibration import fit_temperature, scale_linear
 from src.classifiers.distributed import SINGLE, Ranks
 from src.classifiers.dnn import Refined, Refinement, refine
 from src.classifiers.network import ImageClassifier, make_head
 from src.classifiers.svm import SvmFit, fit_svm_classifier
 from src.data.folders import ImageFile
+from src.errors import UserError
 from src.features.featurize import featurize
 
 SPLITS = ("train", "val", "test")
@@ -68,12 +70,21 @@ class Fitted:
     logits: dict[str, np.ndarray]  # by split
     svm: SvmFit | None = None
     refined: Refined | None = None
+    temperature: float = 1.0  # the scores' calibration, built into the model's last layer
 
 
 def fit_svm(
     job: Job, featurizer: nn.Module, features: np.ndarray, C_values: list[float], l2_normalize: bool
 ) -> Fitted:
-    """`features`: one row per file of job.all_paths()."""
+    """`features`: one row per file of job.all_paths(). A NaN row (a file that failed to
+    read, though it passed the image check) is refused, never fitted nor scored."""
+    files = [f for s in SPLITS for f in job.files[s]]
+    if failed := [f.relpath for f, row in zip(files, features, strict=True) if np.isnan(row).any()]:
+        raise UserError(
+            f"{len(failed)} image(s) could not be read for featurisation, though they passed "
+            f"the image check: {', '.join(failed[:3])}{' ...' if len(failed) > 3 else ''}; "
+            "changed or removed during the run? Run again: the check will set them aside"
+        )
     by_split, start = {}, 0
     for split in SPLITS:
         by_split[split] = features[start : start + len(job.files[split])]
@@ -81,13 +92,18 @@ def fit_svm(
     model, fit, logits = fit_svm_classifier(
         featurizer, by_split, job.labels, job.num_classes, C_values, l2_normalize, job.seed
     )
-    return Fitted(model, "svm", logits, svm=fit)
+    return Fitted(model, "svm", logits, svm=fit, temperature=fit.temperature)
 
 
 def fit_dnn(job: Job, model: ImageClassifier, refined: Refined) -> Fitted:
-    """dnn: the refined network itself, scored on every split."""
+    """dnn: the refined network itself, scored on every split, its logits calibrated by a
+    temperature fitted on validation (built into its last layer, so served scores are the
+    calibrated ones; the validation ECE is then in-sample, the test ECE is the honest one)."""
     logits = {s: job.outputs(model, job.paths(s), f"scoring {s}") for s in SPLITS}
-    return Fitted(model, "dnn", logits, refined=refined)
+    temperature = fit_temperature(logits["val"], job.labels["val"])
+    scale_linear(model.head[-1], temperature)
+    logits = {s: scores * temperature for s, scores in logits.items()}
+    return Fitted(model, "dnn", logits, refined=refined, temperature=temperature)
 
 
 def fit_svm_dnn_refined(

@@ -3,6 +3,13 @@
 C is chosen by class-averaged accuracy on the validation split only; the final SVM is then
 refit on train + validation with that C. The trained SVM is a linear map, so it becomes a
 linear layer on top of the (L2-normalised) features: one torch module, pixels to scores.
+
+Its margins become probabilities through one temperature T (softmax(T * margins): no
+decision changes). T is fitted for the model that is served, the refit: on out-of-fold
+margins of its own data (train + validation in folds, each margin from an SVM with the same
+C that did not see that image), which is how the refit's margins look on new images. The
+fit has no cap on T; it uses Platt's smoothed targets instead, so on data the folds
+separate perfectly T stays finite, at the confidence (n + 1) / (n + 2) the evidence allows.
 """
 
 import warnings
@@ -10,15 +17,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import StratifiedKFold
 from sklearn.svm import LinearSVC
 from torch import nn
 
+from src.classifiers.calibration import fit_temperature
 from src.evaluation.metrics import class_avg_accuracy
 
 MAX_ITER = 5000  # liblinear iterations; features are L2-normalised, so this is plenty
+CALIBRATION_FOLDS = 5  # out-of-fold margins for the temperature: each SVM sees 80 % of the
+# refit data, as the train-only SVM (val_ratio 0.2) sees; fewer where a class is smaller
 
 
 @dataclass
@@ -26,7 +35,7 @@ class SvmFit:
     head: nn.Linear  # the refit SVM as a layer on the (normalised) features
     C: float
     val_scores: list[float]  # validation class-averaged accuracy per candidate C
-    temperature: float
+    temperature: float  # fitted on out-of-fold margins of the refit's data
     val_logits: np.ndarray  # from the SVM fit on train only: the honest validation scores
 
 
@@ -39,15 +48,40 @@ def train_svm_head(
     num_classes: int,
     seed: int,
 ) -> SvmFit:
-    """Choose C on validation, calibrate scores on validation, refit on train + validation.
-    The test split is not an argument: it cannot leak into any of these choices."""
+    """Choose C on validation, refit on train + validation, calibrate the refit on its
+    out-of-fold margins. The test split is not an argument: it cannot leak into any of
+    these choices."""
     C, val_scores = select_C(train_x, train_y, val_x, val_y, C_values, seed)
     on_train = fit_svm(train_x, train_y, C, seed)
     val_margins = decision_scores(on_train, val_x, num_classes)
-    temperature = fit_temperature(val_margins, val_y)
-    final = fit_svm(np.concatenate([train_x, val_x]), np.concatenate([train_y, val_y]), C, seed)
+    refit_x, refit_y = np.concatenate([train_x, val_x]), np.concatenate([train_y, val_y])
+    final = fit_svm(refit_x, refit_y, C, seed)
+    held_out = out_of_fold_margins(refit_x, refit_y, C, num_classes, seed)
+    if held_out is None:  # a class with a single image: no folds; its validation margins
+        temperature = fit_temperature(val_margins, val_y)
+    else:
+        temperature = fit_temperature(held_out, refit_y)
     head = svm_as_linear(final, num_classes, temperature)
-    return SvmFit(head, C, val_scores, temperature, val_margins * temperature)
+    val_logits = (val_margins - val_margins.mean(axis=1, keepdims=True)) * temperature
+    return SvmFit(head, C, val_scores, temperature, val_logits)
+
+
+def out_of_fold_margins(
+    x: np.ndarray, y: np.ndarray, C: float, num_classes: int, seed: int
+) -> np.ndarray | None:
+    """Each image's margins from an SVM (same C) fitted on the other folds; None when a
+    class has fewer than two images (or a fold would lack a class entirely)."""
+    folds = min(CALIBRATION_FOLDS, int(np.bincount(y, minlength=num_classes).min()))
+    if folds < 2:
+        return None
+    margins = np.zeros((len(y), num_classes))
+    for fit_on, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
+        if len(np.unique(y[fit_on])) < num_classes:
+            return None
+        margins[held] = decision_scores(
+            fit_svm(x[fit_on], y[fit_on], C, seed), x[held], num_classes
+        )
+    return margins
 
 
 def l2_normalize(features: np.ndarray) -> np.ndarray:
@@ -99,21 +133,14 @@ def svm_weights(svm: LinearSVC, num_classes: int) -> tuple[np.ndarray, np.ndarra
     return weight, bias
 
 
-def fit_temperature(scores: np.ndarray, labels: np.ndarray) -> float:
-    """The factor T for which softmax(T * margins) best predicts the labels (lowest log
-    loss): SVM margins become probability-like scores without changing any decision."""
-
-    def log_loss(log_t: float) -> float:
-        log_probs = log_softmax(np.exp(log_t) * scores, axis=1)
-        return -log_probs[np.arange(len(labels)), labels].mean()
-
-    result = minimize_scalar(log_loss, bounds=(-3, 6), method="bounded")
-    return float(np.exp(result.x))
-
-
 def svm_as_linear(svm: LinearSVC, num_classes: int, temperature: float) -> nn.Linear:
-    """The SVM (its margins scaled by the temperature) as a torch linear layer."""
+    """The SVM (its margins scaled by the temperature) as a torch linear layer.
+
+    The classes' mean is taken off every logit (softmax and argmax ignore a shift shared by
+    all classes): one-vs-rest margins share a large offset, which a calibrated T of 10^4 or
+    more would blow up to logits of 10^4 whose float32 rounding (1e-3) reaches the scores."""
     weight, bias = svm_weights(svm, num_classes)
+    weight, bias = weight - weight.mean(axis=0), bias - bias.mean()
     layer = nn.Linear(weight.shape[1], num_classes)
     with torch.no_grad():
         layer.weight.copy_(torch.as_tensor(weight * temperature, dtype=torch.float32))

@@ -4,8 +4,9 @@
     python -m src.data.dedup root=data/images/fashionTexture apply=true   # set copies aside
     python -m src.data.dedup root=data/images/fashionTexture undo=true    # put them back
 
-Keys: `root` (required), `threshold` (0: identical hashes only, as the original; a few bits
-more also finds re-encoded and resized copies), `hash_size` (16, the original's), `apply`,
+Keys: `root` (required), `threshold` (bits, 16: finds re-encoded and resized copies, see
+`DUPLICATE_THRESHOLD`; 0 finds identical hashes only, as the original), `hash_size` (16,
+the original's), `apply`,
 `undo`, `data_dir` (`data`: the image-check cache is shared with `src.run`), `threads` (4).
 
 Images are hashed by the same check `src.run` does before every split (and cached), so both
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from src.command_line import REQUIRED, parse_arguments, run_command
-from src.data.duplicates import DHASH_SIZE, duplicate_groups, hamming
+from src.data.duplicates import DHASH_SIZE, DUPLICATE_THRESHOLD, duplicate_groups, hamming
 from src.data.folders import find_images
 from src.data.inventory import ImageCheck, check_images
 from src.data.overview import GRID_COLUMNS, thumbnail_rows
@@ -32,7 +33,7 @@ SHEET_FILE = "duplicates.png"  # in the dataset folder (beside the class folders
 SHEET_GROUPS = 60  # groups pictured; the report lists them all
 DEFAULTS = {
     "root": REQUIRED,
-    "threshold": 0,  # bits of difference still called a duplicate; 0 as the original
+    "threshold": DUPLICATE_THRESHOLD,  # bits still called a duplicate; measured, see there
     "hash_size": DHASH_SIZE,
     "apply": False,
     "undo": False,

@@ -16,6 +16,8 @@ class ImageFile:
     label: str  # the class folder's name
     size: int  # bytes
     mtime_ns: int
+    changed_ns: int = 0  # the inode's change time: set by every write, restored by no one
+    digest: str = ""  # sha256 of the bytes, from the image check (prepare_dataset fills it)
 
 
 def find_images(root: str | Path) -> tuple[list[str], list[ImageFile]]:
@@ -44,7 +46,11 @@ def find_images(root: str | Path) -> tuple[list[str], list[ImageFile]]:
                 path = Path(dirpath, name).resolve()
                 stat = path.stat()
                 relpath = Path(dirpath, name).relative_to(root).as_posix()
-                files.append(ImageFile(path, relpath, label, stat.st_size, stat.st_mtime_ns))
+                files.append(
+                    ImageFile(
+                        path, relpath, label, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
+                    )
+                )
     if not files:
         raise UserError(f"no image files in the class folders of {root}")
     return classes, files
@@ -63,10 +69,13 @@ def check_classes(classes: list[str], files: list[ImageFile], root: Path) -> Non
 
 
 def fingerprint(files: list[ImageFile]) -> str:
-    """Identify a dataset by its sorted relative paths and sizes (not its location)."""
+    """Identify a dataset by its sorted relative paths and their contents' digests (not its
+    location, nor the files' dates)."""
+    if any(not f.digest for f in files):
+        raise ValueError("fingerprint needs the files' digests (from prepare_dataset)")
     digest = hashlib.sha256()
     for f in sorted(files, key=lambda f: f.relpath):
-        digest.update(f"{f.relpath}\t{f.size}\n".encode())
+        digest.update(f"{f.relpath}\t{f.digest}\n".encode())
     return digest.hexdigest()[:16]
 
 

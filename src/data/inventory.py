@@ -3,8 +3,11 @@
 Each file is decoded in full (at a reduced scale where the format allows), so corrupt,
 truncated, zero-byte, non-image, tiny and oversized files are found here rather than in
 the middle of training. The same decode gives each image's difference hash, for finding
-near-duplicates at no extra cost. Results are cached per file (keyed by size and mtime), so
-a rerun on the same folder only decodes what changed.
+near-duplicates at no extra cost, and the bytes read give its content digest (sha256), by
+which the feature cache and `resume` know a file. Results are cached per file, keyed by
+size, modification time and inode change time: a file replaced by another of the same size
+with its mtime set back still has a new change time (no call sets that one back), so it is
+checked, and digested, again.
 """
 
 import hashlib
@@ -21,7 +24,7 @@ from src.data.folders import ImageFile
 from src.data.images import ImageError, decode_image, image_size
 
 CHECK_SCALE = 64  # px; decoding JPEGs down to this is enough to prove the data is whole
-CACHE_VERSION = 2  # 2: with dhash
+CACHE_VERSION = 3  # 2: with dhash; 3: imagehash's dhash, the content digest, change time
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class ImageCheck:
     width: int = 0
     height: int = 0
     dhash: str = ""  # hex difference hash (duplicates.dhash), "" for unusable files
+    digest: str = ""  # sha256 of the file's bytes (content_digest), "" if unreadable
 
 
 def check_images(
@@ -41,9 +45,10 @@ def check_images(
     results, todo = {}, []
     for f in files:
         entry = cached.get(f.relpath)
-        if entry and entry["size"] == f.size and entry["mtime_ns"] == f.mtime_ns:
+        stamp = (f.size, f.mtime_ns, f.changed_ns)
+        if entry and (entry["size"], entry["mtime_ns"], entry["changed_ns"]) == stamp:
             results[f.relpath] = ImageCheck(
-                entry["error"], entry["width"], entry["height"], entry["dhash"]
+                entry["error"], entry["width"], entry["height"], entry["dhash"], entry["digest"]
             )
         else:
             todo.append(f)
@@ -67,13 +72,25 @@ def check_images(
 def check_image(path: Path, hash_size: int = DHASH_SIZE) -> ImageCheck:
     try:
         data = path.read_bytes()
+    except OSError as error:
+        return ImageCheck(f"unreadable ({error.strerror or error})")
+    digest = bytes_digest(data)
+    try:
         width, height = image_size(data)
         pixels = decode_image(data, at_least=CHECK_SCALE)
     except ImageError as error:
-        return ImageCheck(str(error))
-    except OSError as error:
-        return ImageCheck(f"unreadable ({error.strerror or error})")
-    return ImageCheck(None, width, height, dhash(pixels, hash_size))
+        return ImageCheck(str(error), digest=digest)
+    return ImageCheck(None, width, height, dhash(pixels, hash_size), digest)
+
+
+def content_digest(path: Path) -> str:
+    """A file's content digest, as the image check records it (sha256 of its bytes, hex).
+    Within a run, prefer `ImageFile.digest` (or `ImageCheck.digest`): already computed."""
+    return bytes_digest(Path(path).read_bytes())
+
+
+def bytes_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _cache_path(cache_dir: Path, files: list[ImageFile]) -> Path:
@@ -101,10 +118,12 @@ def _save_cache(
         f.relpath: {
             "size": f.size,
             "mtime_ns": f.mtime_ns,
+            "changed_ns": f.changed_ns,
             "error": results[f.relpath].error,
             "width": results[f.relpath].width,
             "height": results[f.relpath].height,
             "dhash": results[f.relpath].dhash,
+            "digest": results[f.relpath].digest,
         }
         for f in files
     }

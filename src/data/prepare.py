@@ -7,15 +7,16 @@ are found here too: leakage that flatters the test score.
 """
 
 import logging
-from dataclasses import dataclass, field
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from src.data.duplicates import duplicate_groups, straddling
+from src.data.duplicates import DUPLICATE_THRESHOLD, duplicate_groups, straddling
 from src.data.folders import ImageFile, check_classes, find_images, fingerprint
 from src.data.inventory import ImageCheck, check_images
-from src.data.split import limit_per_class, read_test_list, split_files
+from src.data.split import SPLITS, limit_per_class, read_test_list, split_files
 from src.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,11 @@ class PreparedData:
         index = {name: k for k, name in enumerate(self.classes)}
         return np.array([index[f.label] for f in files], dtype=np.int64)
 
+    def absent_classes(self) -> dict[str, list[str]]:
+        """Per split, the classes without a single image there (a test list can do that)."""
+        present = {(f.label, self.split[f.relpath]) for f in self.files}
+        return {s: [c for c in self.classes if (c, s) not in present] for s in SPLITS}
+
     def counts(self) -> dict[str, int]:
         return {s: sum(1 for v in self.split.values() if v == s) for s in ("train", "val", "test")}
 
@@ -58,17 +64,23 @@ def prepare_dataset(
     cache_dir: Path | None,
     num_threads: int,
     group_duplicates: bool = False,
-    duplicate_threshold: int = 0,
+    duplicate_threshold: int = DUPLICATE_THRESHOLD,
+    test_list_conflicts: str = "refuse",
 ) -> PreparedData:
     """`group_duplicates`: keep each group of near-duplicates (hashes at most
-    `duplicate_threshold` bits apart) on one side of the split."""
+    `duplicate_threshold` bits apart) on one side of the split. `test_list_conflicts`:
+    what happens to a file that shares a sub-folder (split_by="subdir") or a duplicate group
+    with a listed test image but is not listed: "move" (to test) or "refuse"."""
     root = Path(root).expanduser().resolve()
     classes, files = find_images(root)
     checks = check_images(files, cache_dir, num_threads)
     skipped = [(f.relpath, checks[f.relpath].error) for f in files if checks[f.relpath].error]
     for relpath, reason in skipped:
         log.warning(f"skipped {relpath}: {reason}")
-    usable = [f for f in files if not checks[f.relpath].error]
+    # each usable file carries its content digest from here on (feature cache, fingerprint)
+    usable = [
+        replace(f, digest=checks[f.relpath].digest) for f in files if not checks[f.relpath].error
+    ]
     check_classes(classes, usable, root)
     test_files = read_test_list(test_list, usable) if test_list else None
     usable = limit_per_class(usable, max_images_per_class, seed)
@@ -79,14 +91,43 @@ def prepare_dataset(
     hashes = {f.relpath: checks[f.relpath].dhash for f in usable}
     duplicates = duplicate_groups(hashes, duplicate_threshold)
     together = duplicates if group_duplicates else None
-    split = split_files(usable, seed, train_ratio, val_ratio, split_by, test_files, together)
+    split = split_files(
+        usable, seed, train_ratio, val_ratio, split_by, test_files, together, test_list_conflicts
+    )
     data = PreparedData(
         root, classes, usable, split, skipped, fingerprint(usable), checks, duplicates
     )
     if leaks := data.leaky_duplicates():
-        log.warning(
-            f"{len(leaks)} group(s) of duplicate images straddle train/val/test (leakage, e.g. "
-            f"{' = '.join(leaks[0][:3])}); dataset.split.group_duplicates=true keeps each "
-            f"group on one side, python -m src.data.dedup root={root} sets copies aside"
-        )
+        log.warning(leakage_warning(leaks, split, group_duplicates, duplicate_threshold, root))
     return data
+
+
+def leakage_warning(
+    leaks: list[list[str]],
+    split: dict[str, str],
+    group_duplicates: bool,
+    threshold: int,
+    root: Path,
+) -> str:
+    """What to say about duplicate groups that straddle the split, given the settings in
+    force: grouping is advised only where it is off and would help (copies in one class
+    on two sides); copies filed under several classes are a labelling question."""
+    by_class = [defaultdict(set) for _ in leaks]
+    for sides, group in zip(by_class, leaks, strict=True):
+        for relpath in group:
+            sides[relpath.split("/", 1)[0]].add(split.get(relpath))
+    within = sum(1 for sides in by_class if any(len(s) > 1 for s in sides.values()))
+    across = sum(1 for sides in by_class if len(sides) > 1)
+    advice = []
+    if within and not group_duplicates:
+        advice.append("dataset.split.group_duplicates=true keeps each group on one side")
+    if across:
+        advice.append(
+            f"{across} of them are filed under two or more classes, which no split keeps "
+            "together: check their labels"
+        )
+    advice.append(f"python -m src.data.dedup root={root} threshold={threshold} sets copies aside")
+    return (
+        f"{len(leaks)} group(s) of duplicate images straddle train/val/test (leakage; hashes "
+        f"within {threshold} bits, e.g. {' = '.join(leaks[0][:3])}); " + "; ".join(advice)
+    )

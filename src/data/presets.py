@@ -10,6 +10,9 @@ import numpy as np
 
 from src.data.images import decode_image
 
+# Bump when a change here or in src/data/images.py changes the pixels a model sees: the
+# feature cache keys on it, so features of the old pixels are not served for the new ones.
+PREPROCESSING_VERSION = 1
 # Padding is the ImageNet mean colour, so padded borders become zeros after normalisation.
 PAD_COLOUR = (124, 116, 104)
 PREPROCESSING_MODES = ("letterbox", "center_crop", "resize")

@@ -5,32 +5,41 @@ The split is a pure function of the file list, the options and the seed. With
 same side), which keeps e.g. several photos of one object from straddling train and test;
 `together` does the same for given groups of files (near-duplicates found by their hashes).
 The validation part is carved from the training part; model selection only ever sees it.
+
+Stable: each unit has a key, a hash of the seed and its relative path, and within its
+class the units are ranked by key: the first ones (up to the test share of the class's
+images) are test, the next ones validation, the rest train. A file's key does not depend
+on any other file, so adding or removing one image shifts each rank by at most one: at
+most one other file crosses each boundary, to the neighbouring side (test and validation,
+or validation and train, never test and train), and the shares stay the configured ones
+to within one image (one unit). A seeded shuffle, as before, reshuffled everything.
 """
 
 import csv
-import zlib
+import hashlib
+import logging
 from collections import defaultdict
 from pathlib import Path
-
-import numpy as np
 
 from src.data.folders import ImageFile
 from src.errors import UserError
 
 SPLITS = ("train", "val", "test")
+TEST_LIST_CONFLICTS = ("refuse", "move")
+
+log = logging.getLogger(__name__)
 
 
 def limit_per_class(files: list[ImageFile], limit: int | None, seed: int) -> list[ImageFile]:
-    """Keep a seeded random sample of at most `limit` images per class (None keeps all)."""
+    """Keep a seeded sample of at most `limit` images per class (None keeps all): the ones
+    with the lowest stable keys, so an added image displaces at most one other."""
     if limit is None:
         return files
     if limit < 1:
         raise UserError(f"dataset.max_images_per_class must be at least 1, got {limit}")
     kept = []
-    for label, members in _by_label(files).items():
-        rng = np.random.default_rng([seed, zlib.crc32(label.encode())])
-        chosen = sorted(rng.permutation(len(members))[:limit])
-        kept += [members[i] for i in chosen]
+    for members in _by_label(files).values():
+        kept += sorted(members, key=lambda f: stable_key(seed, f"sample\0{f.relpath}"))[:limit]
     return sorted(kept, key=lambda f: f.relpath)
 
 
@@ -42,31 +51,100 @@ def split_files(
     by: str = "filename",
     test_list: set[str] | None = None,
     together: list[list[str]] | None = None,
+    test_list_conflicts: str = "refuse",
 ) -> dict[str, str]:
     """Assign each file (by relpath) to "train", "val" or "test". Files of one `together`
-    group (relpaths) go to one side, as far as they share a class (the split is per class)."""
+    group (relpaths) go to one side, as far as they share a class (the split is per class).
+    A `test_list` keeps sub-folders (by="subdir") and `together` groups whole too: a file
+    that shares one with a listed file but is not listed is moved to test with it
+    (`test_list_conflicts="move"`) or refused, naming it ("refuse")."""
     if not 0 < train_ratio < 1:
         raise UserError(f"dataset.split.train_ratio must be between 0 and 1, got {train_ratio}")
     if not 0 < val_ratio < 1:
         raise UserError(f"dataset.split.val_ratio must be between 0 and 1, got {val_ratio}")
     if by not in ("filename", "subdir"):
         raise UserError(f"dataset.split.by must be 'filename' or 'subdir', got {by!r}")
+    if test_list_conflicts not in TEST_LIST_CONFLICTS:
+        raise UserError(
+            "dataset.split.test_list_conflicts must be 'refuse' or 'move', "
+            f"got {test_list_conflicts!r}"
+        )
+    if test_list is not None:
+        test_list = whole_test_list(files, test_list, by, together, test_list_conflicts)
     assignment = {}
     for label, members in _by_label(files).items():
-        rng = np.random.default_rng([seed, zlib.crc32(label.encode())])
         if test_list is not None:
             test = [f for f in members if f.relpath in test_list]  # may be none for a class
             rest = [f for f in members if f.relpath not in test_list]
             _need(label, members, _groups(rest, by, together), 2, "outside the test list", by)
-            val, train = _take(_groups(rest, by, together), val_ratio, rng)
+            val, train = _take(_groups(rest, by, together), val_ratio, seed)
         else:
             groups = _groups(members, by, together)
             _need(label, members, groups, 3, "", by)
-            test, trainval = _take(groups, 1 - train_ratio, rng, keep=2)
-            val, train = _take(_groups(trainval, by, together), val_ratio, rng)
+            test, trainval = _take(groups, 1 - train_ratio, seed, keep=2)
+            val, train = _take(_groups(trainval, by, together), val_ratio, seed)
         for split, chosen in (("train", train), ("val", val), ("test", test)):
             assignment.update((f.relpath, split) for f in chosen)
     return assignment
+
+
+def whole_test_list(
+    files: list[ImageFile],
+    listed: set[str],
+    by: str,
+    together: list[list[str]] | None,
+    conflicts: str = "refuse",
+) -> set[str]:
+    """The test list with what must go with each listed file: the rest of its sub-folder
+    (by="subdir") and of its `together` group, in any class. With conflicts="refuse" an
+    unlisted such file is one UserError naming it and the listed file it goes with."""
+    known = {f.relpath for f in files}
+    parent = {r: r for r in known}
+
+    def root(r: str) -> str:
+        while parent[r] != r:
+            parent[r] = parent[parent[r]]
+            r = parent[r]
+        return r
+
+    def link(members: list[str]) -> None:
+        for other in members[1:]:
+            a, b = root(members[0]), root(other)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+
+    if by == "subdir":
+        folders = defaultdict(list)
+        for f in files:
+            parts = f.relpath.split("/")
+            if len(parts) > 2:
+                folders[(parts[0], parts[1])].append(f.relpath)
+        for members in folders.values():
+            link(sorted(members))
+    for group in together or []:
+        link(sorted(r for r in group if r in known))
+    listed_root = defaultdict(list)
+    for r in sorted(listed & known):
+        listed_root[root(r)].append(r)
+    extra = sorted(r for r in known - listed if root(r) in listed_root)
+    if extra and conflicts == "refuse":
+        named = [f"{r} (with {listed_root[root(r)][0]})" for r in extra[:3]]
+        more = f" and {len(extra) - 3} more" if len(extra) > 3 else ""
+        kinds = [
+            k for k, on in (("sub-folder", by == "subdir"), ("duplicate group", together)) if on
+        ]
+        raise UserError(
+            f"dataset.split.test_list leaves {len(extra)} file(s) out of a "
+            f"{' or '.join(kinds)} it puts in test: {', '.join(named)}{more}; list them too, "
+            "or set dataset.split.test_list_conflicts=move to move them to test"
+        )
+    if extra:
+        log.warning(
+            f"dataset.split.test_list: {len(extra)} file(s) moved to test with the listed "
+            f"image they share a sub-folder or duplicate group with, e.g. {extra[0]} "
+            f"(with {listed_root[root(extra[0])][0]})"
+        )
+    return listed | set(extra)
 
 
 def read_test_list(path: str | Path, files: list[ImageFile]) -> set[str]:
@@ -143,20 +221,25 @@ def _merge(units: list[list[ImageFile]], together: list[list[str]]) -> list[list
     return [merged[k] for k in sorted(merged)]
 
 
-def _take(groups: list[list[ImageFile]], ratio: float, rng, keep: int = 1) -> tuple[list, list]:
-    """Shuffle the groups and take whole groups until `ratio` of the images is reached
-    (at least one group, and at least `keep` groups left over)."""
-    order = rng.permutation(len(groups))
+def stable_key(seed: int, relpath: str) -> str:
+    """A unit's place in its class's ranking: the same for a seed whatever else is there."""
+    return hashlib.sha256(f"{seed}\0{relpath}".encode()).hexdigest()
+
+
+def _take(groups: list[list[ImageFile]], ratio: float, seed: int, keep: int = 1) -> tuple:
+    """Rank the groups by their stable key (that of their first file) and take whole groups
+    until `ratio` of the images is reached (at least one, and at least `keep` left over)."""
+    order = sorted(groups, key=lambda g: stable_key(seed, min(f.relpath for f in g)))
     total = sum(len(g) for g in groups)
     target = max(1, round(total * ratio))
     taken, rest, count = [], [], 0
-    for position, index in enumerate(order):
+    for position, group in enumerate(order):
         left_after = len(order) - position - 1
         if (count < target or not taken) and left_after >= keep:
-            taken += groups[index]
-            count += len(groups[index])
+            taken += group
+            count += len(group)
         else:
-            rest += groups[index]
+            rest += group
     return taken, rest
 
 

@@ -2,6 +2,8 @@
 
 `class_avg_accuracy` is the mean of per-class accuracies (recall): unlike plain accuracy it
 does not let a big class hide a bad small one. It is the objective for model selection.
+`ece`, the expected calibration error, says whether the scores mean what they say: of the
+images scored 0.8, about 80 % should be right.
 """
 
 import re
@@ -49,7 +51,29 @@ def evaluate(y_true, scores: np.ndarray, classes: list[str]) -> dict:
         "confusion": counts,
         "confusion_normalized": counts / np.maximum(counts.sum(axis=1, keepdims=True), 1),
         **_roc(y_true, scores, classes),
+        **calibration(y_true, scores),
     }
+
+
+ECE_BINS = 15  # equal-width confidence bins, as in Guo et al. 2017 (the usual ECE)
+
+
+def calibration(y_true: np.ndarray, scores: np.ndarray, bins: int = ECE_BINS) -> dict:
+    """Expected calibration error of the top score: the images binned by their top score,
+    |accuracy - mean top score| per bin, weighted by the bin's share of the images. Also
+    each bin's (mean top score, accuracy, count), for the reliability diagram."""
+    if not len(y_true):
+        return {"ece": float("nan"), "reliability": []}
+    confidence, correct = scores.max(axis=1), scores.argmax(axis=1) == y_true
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    table, ece = [], 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            mean_score, accuracy = confidence[members].mean(), correct[members].mean()
+            table.append((float(mean_score), float(accuracy), int(members.sum())))
+            ece += members.mean() * abs(accuracy - mean_score)
+    return {"ece": float(ece), "reliability": table}
 
 
 def _roc(y_true: np.ndarray, scores: np.ndarray, classes: list[str]) -> dict:
@@ -67,17 +91,26 @@ def _roc(y_true: np.ndarray, scores: np.ndarray, classes: list[str]) -> dict:
 
 
 def flat_metrics(report: dict, prefix: str) -> dict[str, float]:
-    """Scalar metrics under `prefix/`, in the names MLflow shows and compares."""
+    """Scalar metrics under `prefix/`, in the names MLflow shows and compares. A class with
+    no images in this split gets none: its recall is undefined, not 0 (absent_classes)."""
     metrics = {
         f"{prefix}/accuracy": report["accuracy"],
         f"{prefix}/class_avg_accuracy": report["class_avg_accuracy"],
         f"{prefix}/auc_micro": report["auc_micro"],
         f"{prefix}/auc_macro": report["auc_macro"],
+        f"{prefix}/ece": report["ece"],
     }
     for name, values in report["per_class"].items():
+        if not values["support"]:
+            continue
         for key in ("accuracy", "precision", "recall", "f1"):
             metrics[f"{prefix}/{metric_name(name)}/{key}"] = values[key]
     return {k: v for k, v in metrics.items() if not np.isnan(v)}
+
+
+def absent_classes(report: dict) -> list[str]:
+    """The classes with no images in the split of this report."""
+    return [name for name, values in report["per_class"].items() if not values["support"]]
 
 
 def metric_name(text: str) -> str:

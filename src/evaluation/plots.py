@@ -1,4 +1,5 @@
-"""The figures of a run: ROC curves, confusion matrix, the SVM's C selection."""
+"""The figures of a run: ROC curves, reliability diagram, confusion matrix, the SVM's C
+selection."""
 
 from pathlib import Path
 
@@ -22,6 +23,29 @@ def roc_figure(report: dict, path: Path, title: str = "ROC, one vs rest (test)")
         title=f"{title}\nmicro AUC {report['auc_micro']:.3f}, macro AUC {report['auc_macro']:.3f}",
     )
     ax.legend(loc="lower right", fontsize="small")
+    return _save(fig, path)
+
+
+def reliability_figure(reports: dict, path: Path, splits=("val", "test")) -> Path:
+    """Accuracy against the top score, per confidence bin (src.evaluation.metrics.calibration):
+    on the diagonal, a score of 0.8 is right 80 % of the time. Marker area: the bin's images."""
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="calibrated")
+    for split in splits:
+        table = reports[split]["reliability"]
+        if not table:
+            continue
+        score, accuracy, count = (np.array(column) for column in zip(*table, strict=True))
+        line = ax.plot(score, accuracy, lw=1.5, label=f"{split} (ECE {reports[split]['ece']:.3f})")
+        ax.scatter(score, accuracy, s=20 + 200 * count / count.max(), color=line[0].get_color())
+    ax.set(
+        xlabel="top score (mean per bin)",
+        ylabel="accuracy in the bin",
+        xlim=(0, 1.02),
+        ylim=(0, 1.02),
+        title="reliability: do the scores mean what they say?",
+    )
+    ax.legend(loc="upper left", fontsize="small")
     return _save(fig, path)
 
 

@@ -90,6 +90,12 @@ def amp_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def precision_name(device: torch.device, enabled: bool = True) -> str:
+    """The precision inference computes in on `device`: "bf16", "fp16" or "fp32"."""
+    names = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}
+    return names[amp_dtype(device, enabled)]
+
+
 def autocast(device: torch.device, enabled: bool = True):
     dtype = amp_dtype(device, enabled)
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)

@@ -10,8 +10,13 @@ from src.data.duplicates import write_groups_tsv
 from src.data.overview import write_overview
 from src.data.prepare import PreparedData
 from src.data.split import write_split_csv
-from src.evaluation.metrics import flat_metrics
-from src.evaluation.plots import c_selection_figure, confusion_figure, roc_figure
+from src.evaluation.metrics import absent_classes, flat_metrics
+from src.evaluation.plots import (
+    c_selection_figure,
+    confusion_figure,
+    reliability_figure,
+    roc_figure,
+)
 from src.tracking.mlflow_run import log_params_once
 
 log = logging.getLogger("imgsweep")
@@ -32,14 +37,18 @@ def log_data(data: PreparedData, out: Path) -> None:
         }
     )
     leaks = data.leaky_duplicates()
+    absent = data.absent_classes()
     mlflow.log_metrics(
         {
             "data/skipped_files": len(data.skipped),
             "data/duplicate_groups": len(data.duplicates),
             "data/leaky_duplicates": len(leaks),
             **{f"data/{s}_images": n for s, n in counts.items()},
+            # a class with no images in a split has no metrics there (not zeros)
+            **{f"data/{s}_absent_classes": len(names) for s, names in absent.items()},
         }
     )
+    mlflow.set_tags({f"data.absent_classes.{s}": ",".join(n) for s, n in absent.items() if n})
     (out / "data").mkdir(exist_ok=True)
     labels = {f.relpath: f.label for f in data.files}
     write_split_csv(out / "data" / "split.csv", data.split, labels)
@@ -48,6 +57,15 @@ def log_data(data: PreparedData, out: Path) -> None:
     write_groups_tsv(out / "data" / "leaky_duplicates.tsv", leaks, labels, data.split)
     sizes = {relpath: (check.width, check.height) for relpath, check in data.checks.items()}
     write_overview(out / "data", data.classes, data.files, data.split, sizes)
+
+
+def absent_class_lines(reports: dict) -> list[str]:
+    """For the run summary: the classes a split has no images of (nothing logged for them)."""
+    return [
+        f"  no {split} images of class(es) {', '.join(names)}: no metrics for them on {split}"
+        for split, report in reports.items()
+        if (names := absent_classes(report))
+    ]
 
 
 def log_svm_selection(C_values: list[float], fit, out: Path) -> None:
@@ -76,4 +94,5 @@ def log_evaluation(
         )
     (out / "evaluation").mkdir(exist_ok=True)
     roc_figure(reports["test"], out / "evaluation" / "roc_test.png")
+    reliability_figure(reports, out / "evaluation" / "reliability.png")
     confusion_figure(reports["test"], classes, out / "evaluation" / "confusion_test.png")

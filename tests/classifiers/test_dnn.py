@@ -7,13 +7,15 @@ import pytest
 import torch
 
 from src.classifiers.callbacks import should_stop_early
-from src.classifiers.dnn import Refinement, make_scheduler, refine
+from src.classifiers.dnn import Refined, Refinement, make_scheduler, refine
+from src.classifiers.modes import Job, fit_dnn
 from src.classifiers.network import ImageClassifier, make_head
 from src.data.loader import EpochSampler
 from src.data.prepare import prepare_dataset
 from src.errors import UserError
-from src.features.backbone import build_featurizer
-from tests.conftest import EPOCH_METRICS
+from src.evaluation.metrics import evaluate
+from src.features.backbone import Normalize, build_featurizer
+from tests.conftest import EPOCH_METRICS, write_colour_dataset
 
 CPU = torch.device("cpu")
 
@@ -192,3 +194,33 @@ def test_sampler_caps_images_per_epoch_and_reshuffles_each_epoch():
     sampler.set_epoch(1)
     assert len(first) == 20 and len(set(first)) == 20
     assert not np.array_equal(first, sampler.indices())
+
+
+def test_the_refined_network_is_calibrated_on_validation_and_serves_those_scores(tmp_path):
+    """An accurate but under-confident network (a mean-colour classifier with small logits)
+    leaves `fit_dnn` with validation ECE at most 0.05, its decisions unchanged, and the
+    model itself outputs the calibrated logits (what is served)."""
+    root = write_colour_dataset(tmp_path / "colours", 60)
+    data = prepare_dataset(root, 0, None, 0.75, 0.2, "filename", None, None, 2)
+    files = {s: data.subset(s) for s in ("train", "val", "test")}
+    job = Job(
+        files, {s: data.labels(f) for s, f in files.items()}, 3, 32, "letterbox", 8, CPU, 0, 0
+    )
+    mean_colour = torch.nn.Sequential(
+        Normalize(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    )
+    head = make_head("dnn", 3, 3)
+    with torch.no_grad():  # data.classes is blue, green, red: the channels backwards
+        head[1].weight.copy_(0.2 * (torch.eye(3).flip(1) - 1 / 3))
+        head[1].bias.zero_()
+    model = ImageClassifier(mean_colour, head, l2_normalize=False)
+    raw = job.outputs(model, job.paths("val"), "scoring")
+    fitted = fit_dnn(job, model, Refined([], 0, None))
+    before = evaluate(job.labels["val"], torch.softmax(torch.from_numpy(raw), 1), data.classes)
+    after = evaluate(
+        job.labels["val"], torch.softmax(torch.from_numpy(fitted.logits["val"]), 1), data.classes
+    )
+    assert after["accuracy"] == before["accuracy"] > 0.9  # the same decisions
+    assert after["ece"] <= 0.05 < before["ece"]
+    served = job.outputs(fitted.model, job.paths("val"), "scoring")
+    assert np.allclose(served, fitted.logits["val"], rtol=1e-4, atol=1e-4)

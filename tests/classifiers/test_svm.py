@@ -4,14 +4,16 @@ import numpy as np
 import pytest
 import torch
 
+from src.classifiers.calibration import LOG_T_BOUNDS, fit_temperature
 from src.classifiers.svm import (
     decision_scores,
     fit_svm,
-    fit_temperature,
+    fit_svm_classifier,
     select_C,
     svm_as_linear,
     train_svm_head,
 )
+from src.evaluation.metrics import evaluate
 
 
 def blobs(n_per_class: int, classes: int, spread: float, seed: int, dim: int = 10):
@@ -88,8 +90,27 @@ def test_linear_layer_reproduces_the_svm_decisions(classes):
     layer = svm_as_linear(svm, classes, temperature=2.5)
     with torch.no_grad():
         logits = layer(torch.from_numpy(x)).numpy()
-    assert np.allclose(logits, 2.5 * decision_scores(svm, x, classes), atol=1e-4)
+    margins = decision_scores(svm, x, classes)  # less their mean: the same softmax
+    assert np.allclose(logits, 2.5 * (margins - margins.mean(1, keepdims=True)), atol=1e-4)
     assert np.array_equal(logits.argmax(1), svm.predict(x))
+
+
+def test_a_large_temperature_keeps_the_served_scores_exact_in_float32():
+    """Calibrated on tiny margins, T reaches 10^4 to 10^6: the layer must not turn the
+    margins' shared offset into logits whose float32 rounding shows in the scores (or in
+    the ONNX export's parity check, 1e-4 on logits)."""
+    features, labels = {}, {}
+    for split, seed, n in (("train", 0, 40), ("val", 1, 15), ("test", 2, 100)):
+        features[split], labels[split] = pooled_like(n, seed, 0.04)
+    C_values = [0.0001, 0.001, 0.01, 0.1, 1, 10, 100]
+    _, fit, _ = fit_svm_classifier(torch.nn.Identity(), features, labels, 3, C_values, True, 0)
+    assert fit.temperature > 1e4
+    x = features["test"] / np.linalg.norm(features["test"], axis=1, keepdims=True)
+    weight, bias = (p.detach().double().numpy() for p in (fit.head.weight, fit.head.bias))
+    exact = x.astype(np.float64) @ weight.T + bias
+    with torch.no_grad():
+        served = fit.head(torch.from_numpy(x).float()).numpy()
+    assert np.abs(served - exact).max() < 1e-4
 
 
 def test_temperature_makes_confident_scores_without_changing_decisions():
@@ -98,3 +119,42 @@ def test_temperature_makes_confident_scores_without_changing_decisions():
     temperature = fit_temperature(margins, y)
     assert temperature > 1  # raw margins are too flat to be probabilities
     assert np.array_equal((margins * temperature).argmax(1), margins.argmax(1))
+
+
+def pooled_like(n_per_class: int, seed: int, signal: float, classes: int = 3, dim: int = 128):
+    """Like a pretrained backbone's pooled features: non-negative, a large component that
+    every image shares and a small one per class. L2-normalised, their SVM margins are
+    tiny (1e-4), which is where a capped temperature left the scores at about 1/classes."""
+    shared = np.random.default_rng(98).gamma(2.0, 0.5, dim)
+    per_class = np.random.default_rng(99).normal(0, 1, (classes, dim))
+    y = np.repeat(np.arange(classes), n_per_class)
+    x = shared + signal * per_class[y] + np.random.default_rng(seed).normal(0, 0.1, (len(y), dim))
+    return np.maximum(x, 0).astype(np.float32), y
+
+
+@pytest.mark.parametrize(
+    ("signal", "train", "val"),
+    [(0.04, 40, 15), (0.03, 100, 100), (0.025, 100, 100)],
+    ids=["easy-small", "easy", "harder"],
+)
+def test_svm_scores_are_calibrated_where_it_is_accurate(signal, train, val):
+    """The issue's target: validation ECE at most 0.05 wherever accuracy is above 0.9."""
+    features, labels = {}, {}
+    for split, seed, n in (("train", 0, train), ("val", 1, val), ("test", 2, 100)):
+        features[split], labels[split] = pooled_like(n, seed, signal)
+    C_values = [0.0001, 0.001, 0.01, 0.1, 1, 10, 100]  # conf/classifier/svm.yaml
+    _, fit, logits = fit_svm_classifier(
+        torch.nn.Identity(), features, labels, 3, C_values, True, seed=0
+    )
+    assert LOG_T_BOUNDS[0] < np.log(fit.temperature) < LOG_T_BOUNDS[1]  # no bound binds
+    for split in ("val", "test"):
+        report = evaluate(labels[split], torch.softmax(torch.from_numpy(logits[split]), 1), "abc")
+        assert report["accuracy"] > 0.9
+        assert report["ece"] <= 0.05, (split, report["ece"], fit.temperature)
+
+
+def test_a_perfect_fit_gets_a_finite_temperature_at_laplaces_confidence():
+    scores = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 1.0], [0.5, 1.5]])  # all right
+    temperature = fit_temperature(scores, np.array([0, 1, 0, 1]))
+    top = torch.softmax(torch.from_numpy(scores * temperature), 1).max(1).values.mean()
+    assert float(top) == pytest.approx(5 / 6, abs=1e-6)

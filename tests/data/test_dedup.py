@@ -12,8 +12,14 @@ import cv2
 import numpy as np
 import pytest
 
-from src.data.dedup import find_duplicates, quarantine, quarantine_folder, restore
-from src.data.duplicates import dhash, duplicate_groups, hamming, straddling
+from src.data.dedup import DEFAULTS, find_duplicates, quarantine, quarantine_folder, restore
+from src.data.duplicates import (
+    DUPLICATE_THRESHOLD,
+    dhash,
+    duplicate_groups,
+    hamming,
+    straddling,
+)
 from src.data.folders import ImageFile, find_images
 from src.data.images import read_image
 from src.data.inventory import CHECK_SCALE, check_images
@@ -146,25 +152,28 @@ def test_the_dedup_command_reports_first_and_moves_only_with_apply(tmp_path):
         assert result.returncode == 0, result.stderr
         return result.stdout
 
-    report = dedup()
+    report = dedup()  # at the default threshold: the re-encoded and resized copies too
     assert report.splitlines()[:4] == [
-        f"{root}: 16 files, 2 group(s) of duplicates (dhash 256 bits, threshold 0), 2 to set aside",
+        f"{root}: 16 files, 4 group(s) of duplicates (dhash 256 bits, threshold 16), "
+        "4 to set aside",
         "group 1:",
         "  keep dotted/0.jpg  256x192",
         "  drop dotted/0 copy.jpg  256x192, distance 0",
     ]
-    assert "group 2:  (in 2 classes: dotted, striped; check the label)" in report
+    assert "group 3:  (in 2 classes: dotted, striped; check the label)" in report
     assert f"pictured in {root}/duplicates.png" in report  # beside the class folders
     assert read_image(root / "duplicates.png").shape[0] > 2 * 96  # a row per group
     images = files_in(root) - {"duplicates.png"}
     assert "dry run, nothing moved" in report and len(images) == 16
     applied = dedup("apply=true")
-    assert f"moved 2 file(s) to {root}-quarantine/" in applied and "undo=true" in applied
+    assert f"moved 4 file(s) to {root}-quarantine/" in applied and "undo=true" in applied
     assert files_in(root) - {"duplicates.png"} == images - {
         "dotted/0 copy.jpg",
+        "dotted/1_q50.jpg",
+        "striped/2_small.jpg",
         "striped/from_dotted_3.jpg",
     }
-    assert "moved 2 file(s) back" in dedup("undo=true")
+    assert "moved 4 file(s) back" in dedup("undo=true")
     assert files_in(root) - {"duplicates.png"} == images
 
 
@@ -226,3 +235,49 @@ def test_hashes_are_cached_with_the_image_checks_and_redone_for_another_hash_siz
     smaller = check_images(files, cache, 2, hash_size=8)
     expected = dhash(read_image(root / "dotted/0.jpg", at_least=CHECK_SCALE), hash_size=8)
     assert smaller["dotted/0.jpg"].dhash == expected and len(expected) == 16
+
+
+def test_at_its_defaults_dedup_groups_reencoded_and_resized_real_photos_and_nothing_else(
+    tmp_path,
+):
+    """Real photos (scikit-image's and the shared t-shirt photo), each with its JPEG
+    re-encodings (quality 50-95), 75 % and 50 % downscales and both together, and its four
+    disjoint quarters: at the command's defaults, at least 95 % of the copies are grouped
+    with their original, and no group holds two distinct images."""
+    from benchmarks.dedup_threshold import encode, photos, quarters, variants
+
+    chosen = ("astronaut", "camera", "moon", "brick", "chelsea", "testImg")
+    identity, originals = {}, []
+    for name, pixels in photos().items():
+        if name not in chosen:
+            continue
+        folder = tmp_path / "set" / name
+        folder.mkdir(parents=True)
+        (folder / "original.png").write_bytes(encode(pixels, None))
+        identity[f"{name}/original.png"] = name
+        originals.append(name)
+        for copy, data in variants(pixels).items():
+            file = f"{copy}.png" if data.startswith(b"\x89PNG") else f"{copy}.jpg"
+            (folder / file).write_bytes(data)
+            identity[f"{name}/{file}"] = name
+        for part, data in quarters(pixels).items():
+            (folder / f"crop_{part}.png").write_bytes(data)
+            identity[f"{name}/crop_{part}.png"] = f"{name}/{part}"
+    assert len(originals) >= 5, "needs scikit-image's sample photos (pip install scikit-image)"
+    groups, _ = find_duplicates(
+        tmp_path / "set", DEFAULTS["threshold"], DEFAULTS["hash_size"], None, 2
+    )
+    members = [[g.keep, *(r for r, _ in g.drop)] for g in groups]
+    assert [g for g in members if len({identity[r] for r in g}) > 1] == []
+    copies = [r for r, who in identity.items() if "/" not in who and not r.endswith("original.png")]
+    with_original = {r for g in members for r in g if any(o.endswith("original.png") for o in g)}
+    grouped = sum(1 for r in copies if r in with_original)
+    assert grouped / len(copies) >= 0.95, f"{grouped} of {len(copies)} copies grouped"
+
+
+def test_the_run_and_the_dedup_command_share_the_measured_default_threshold():
+    from omegaconf import OmegaConf
+
+    for name in ("folder", "synthetic_textures", "fashion_texture"):
+        split = OmegaConf.load(ROOT / "conf" / "dataset" / f"{name}.yaml").split
+        assert split.duplicate_threshold == DEFAULTS["threshold"] == DUPLICATE_THRESHOLD > 0

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from src.data.folders import fingerprint
-from src.data.prepare import prepare_dataset
+from src.data.prepare import leakage_warning, prepare_dataset
 from src.errors import UserError
 from tests.conftest import image_bytes, write_dataset
 
@@ -65,3 +65,46 @@ def test_fingerprint_depends_on_content_not_location(tmp_path):
     (tmp_path / "two" / "a" / "a_000.jpg").write_bytes(image_bytes(size=(60, 60)))
     third = prepare(tmp_path / "two")
     assert fingerprint(third.files) != first.fingerprint
+
+
+def with_copies(root: Path) -> Path:
+    """A dataset with an exact copy of a/a_000.jpg in its own class and one in class b."""
+    write_dataset(root, {"a": 6, "b": 6})
+    original = (root / "a" / "a_000.jpg").read_bytes()
+    (root / "a" / "a_000 copy.jpg").write_bytes(original)
+    (root / "b" / "from_a.jpg").write_bytes(original)
+    return root
+
+
+def prepare_with_list(root: Path, tmp_path: Path, group: bool, conflicts: str = "refuse"):
+    listing = tmp_path / "test.tsv"
+    listing.write_text("a\ta_000.jpg\nb\tb_001.jpg\n")
+    return prepare_dataset(
+        root, 0, None, 0.75, 0.2, "filename", str(listing), None, 2, group, 16, conflicts
+    )
+
+
+def test_a_test_list_takes_the_copies_of_its_images_to_test_or_refuses(tmp_path):
+    root = with_copies(tmp_path / "set")
+    with pytest.raises(UserError, match=r"a/a_000 copy.jpg \(with a/a_000.jpg\)"):
+        prepare_with_list(root, tmp_path, group=True)
+    data = prepare_with_list(root, tmp_path, group=True, conflicts="move")
+    assert {r for r, side in data.split.items() if side == "test"} == {
+        "a/a_000.jpg",
+        "a/a_000 copy.jpg",
+        "b/from_a.jpg",
+        "b/b_001.jpg",
+    }
+    assert data.leaky_duplicates() == []
+
+
+def test_the_leakage_advice_matches_the_settings_in_force(tmp_path, caplog):
+    root = with_copies(tmp_path / "set")
+    with caplog.at_level("WARNING"):
+        loose = prepare_with_list(root, tmp_path, group=False)
+    assert loose.leaky_duplicates() == [["a/a_000 copy.jpg", "a/a_000.jpg", "b/from_a.jpg"]]
+    assert "group_duplicates=true keeps each group on one side" in caplog.text
+    sides = {"a/x.jpg": "train", "b/x.jpg": "test"}
+    cross_class = leakage_warning([["a/x.jpg", "b/x.jpg"]], sides, True, 16, root)
+    assert "group_duplicates" not in cross_class and "check their labels" in cross_class
+    assert f"python -m src.data.dedup root={root} threshold=16" in cross_class

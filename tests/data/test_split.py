@@ -99,3 +99,56 @@ def test_max_images_per_class_keeps_a_seeded_sample():
     kept = limit_per_class(files, 10, seed=0)
     assert Counter(f.label for f in kept) == {"a": 10, "b": 5}
     assert kept == limit_per_class(files, 10, seed=0)
+
+
+def moved_files(before: dict[str, str], after: dict[str, str]) -> list[tuple[str, str]]:
+    """(from, to) for each file of both splits that changed sides."""
+    return [(before[r], after[r]) for r in before.keys() & after.keys() if before[r] != after[r]]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_adding_or_removing_an_image_moves_at_most_one_other_across_each_boundary(seed):
+    """The issue's case: one image more in a class of 60. Each rank shifts by at most one,
+    so at most one other file crosses into a neighbouring side, never test ↔ train."""
+    files = files_of({"a": 60, "b": 45})
+    before = split_files(files, seed)
+    for name in ("a/new.jpg", "a/000a.jpg", "a/zzz.jpg", "b/extra.jpg"):
+        added = ImageFile(Path("/data") / name, name, name[0], 1, 0)
+        for changed in (files + [added], files[1:]):  # one added; one removed
+            after = split_files(changed, seed)
+            moves = moved_files(before, after)
+            assert len(moves) <= 2, moves
+            assert not {("train", "test"), ("test", "train")} & set(moves), moves
+            for label, n in Counter(f.label for f in changed).items():
+                sides = Counter(after[f.relpath] for f in changed if f.label == label)
+                assert abs(sides["test"] - n * 0.25) <= 1
+                assert abs(sides["val"] - (n - sides["test"]) * 0.2) <= 1
+
+
+def test_a_test_list_keeps_sub_folders_whole_or_refuses_naming_the_files():
+    files = files_of({"a": 12, "b": 12}, subdirs=4)  # a/s0/000.jpg, a/s1/001.jpg, ...
+    listed = {"a/s0/000.jpg", "a/s0/004.jpg", "b/s1/001.jpg"}
+    with pytest.raises(UserError, match=r"a/s0/008.jpg \(with a/s0/000.jpg\).*conflicts=move"):
+        split_files(files, 0, by="subdir", test_list=listed)
+    split = split_files(files, 0, by="subdir", test_list=listed, test_list_conflicts="move")
+    test = {r for r, side in split.items() if side == "test"}
+    assert test == {f.relpath for f in files if f.relpath.startswith(("a/s0/", "b/s1/"))}
+    whole = split_files(files, 0, by="subdir", test_list=test)  # a list of whole folders
+    assert {r for r, side in whole.items() if side == "test"} == test
+
+
+def test_a_test_list_keeps_duplicate_groups_whole_even_across_classes():
+    files = files_of({"a": 10, "b": 10})
+    copies = [["a/001.jpg", "a/007.jpg"], ["a/002.jpg", "b/005.jpg"]]
+    listed = {"a/001.jpg", "a/002.jpg"}
+    with pytest.raises(UserError, match=r"2 file\(s\) out of a duplicate group"):
+        split_files(files, 0, test_list=listed, together=copies)
+    split = split_files(files, 0, test_list=listed, together=copies, test_list_conflicts="move")
+    assert {r for r, side in split.items() if side == "test"} == {
+        "a/001.jpg",
+        "a/007.jpg",
+        "a/002.jpg",
+        "b/005.jpg",
+    }
+    with pytest.raises(UserError, match="test_list_conflicts must be 'refuse' or 'move'"):
+        split_files(files, 0, test_list=listed, test_list_conflicts="ignore")

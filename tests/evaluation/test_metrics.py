@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from src.evaluation.metrics import class_avg_accuracy, evaluate, flat_metrics, metric_name
+from src.evaluation.metrics import (
+    absent_classes,
+    class_avg_accuracy,
+    evaluate,
+    flat_metrics,
+    metric_name,
+)
 
 CLASSES = ["a", "b", "c"]
 # 6 images: a, a, a, b, b, c; predictions a, a, b, b, c, c
@@ -63,3 +69,21 @@ def test_flat_metrics_use_prefixes_and_safe_names():
     assert metrics["test/accuracy"] == pytest.approx(4 / 6)
     assert "test/b b/precision" in metrics and "test/c__/recall" in metrics
     assert metric_name("naïve") == "na_ve"
+
+
+def test_a_class_absent_from_a_split_gets_no_metrics_there_not_zeros():
+    report = evaluate(np.array([0, 0, 1]), SCORES[[0, 1, 3]], CLASSES)  # no image of c
+    metrics = flat_metrics(report, "test")
+    assert absent_classes(report) == ["c"]
+    assert not [name for name in metrics if name.startswith("test/c/")]
+    assert metrics["test/a/recall"] == 1.0 and metrics["test/b/recall"] == 1.0
+
+
+def test_expected_calibration_error_by_hand():
+    # top scores 0.8, 0.6, 0.6, 0.7, 0.5, 0.7; right, right, wrong, right, wrong, right
+    report = evaluate(Y_TRUE, SCORES, CLASSES)
+    # 15 bins: {0.5}, {0.6, 0.6} one right, {0.7, 0.7} both right, {0.8} right
+    expected = (abs(0 - 0.5) + 2 * abs(0.5 - 0.6) + 2 * abs(1 - 0.7) + abs(1 - 0.8)) / 6
+    assert report["ece"] == pytest.approx(expected)
+    assert flat_metrics(report, "val")["val/ece"] == pytest.approx(expected)
+    assert sum(count for _, _, count in report["reliability"]) == 6
