@@ -71,6 +71,7 @@ def test_each_split_is_an_input_of_the_run_and_its_metrics_carry_its_dataset(tmp
         mlflow.log_metrics({"test/accuracy": 0.5}, dataset=datasets["test"], model_id=model_id)
     client = MlflowClient(uri)
     inputs = client.get_run(run.info.run_id).inputs.dataset_inputs
+    assert len(inputs) == 3
     contexts = {i.dataset.name: [t.value for t in i.tags] for i in inputs}
     assert contexts == {
         "fabrics-train": ["train"],
