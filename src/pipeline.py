@@ -52,6 +52,7 @@ from src.features.cache import cached_features
 from src.features.featurize import precision_name
 from src.resume import checkpoint_path, interrupted_message, resume_state, what_is_kept
 from src.tracking import mlflow_run
+from src.tracking.datasets import log_dataset_inputs
 from src.tracking.epochs import EpochLogger, log_missing_epochs
 from src.tracking.parent_runs import find_or_create_parent
 from src.tracking.pyfunc_model import encode_jpeg, log_model
@@ -60,6 +61,7 @@ from src.tracking.run_logging import (
     log_data,
     log_evaluation,
     log_svm_selection,
+    log_test_predictions,
 )
 from src.tuning.study import redact
 from src.tuning.trial_link import TrialLink
@@ -120,7 +122,14 @@ def pipeline(cfg: DictConfig, device: torch.device, ranks: Ranks = distributed.S
     run_id = None
     try:
         with (
-            mlflow_run.tracked_run(experiment_id, run_name, tags, run_id=cfg.resume) as run,
+            mlflow_run.tracked_run(
+                experiment_id,
+                run_name,
+                tags,
+                run_id=cfg.resume,
+                system_metrics=cfg.tracking.system_metrics,
+                sampling_seconds=cfg.tracking.system_metrics_seconds,
+            ) as run,
             tempfile.TemporaryDirectory() as tmp,
         ):
             out = Path(tmp)
@@ -145,6 +154,7 @@ def pipeline(cfg: DictConfig, device: torch.device, ranks: Ranks = distributed.S
             if ranks.distributed and cfg.classifier.name != "svm":
                 ranks.broadcast(resume["path"] if resume else None)  # the others start now
             log_data(data, out)
+            datasets = log_dataset_inputs(data, cfg.dataset.name or root.name)
             featurizer, weights = build_featurizer(cfg.model.name, cfg.model.weights)
             mlflow.set_tag("pretrained", str(weights.pretrained).lower())
             mlflow_run.log_params_once({"model.weights_identity": weights.identity})
@@ -154,7 +164,7 @@ def pipeline(cfg: DictConfig, device: torch.device, ranks: Ranks = distributed.S
                 mlflow.set_tags({"optuna.state": "PRUNED", "optuna.pruned": "true"})
                 mlflow.log_artifacts(str(out))
             else:
-                reports = finish(cfg, job, data, fitted, out)
+                reports = finish(cfg, job, data, fitted, out, datasets)
     except mlflow_run.TrackingLost as lost:
         raise UserError(f"{lost}; {what_is_kept(cfg, run_id, ranks)}") from None
     except KeyboardInterrupt:
@@ -286,23 +296,10 @@ def command_tag() -> str:
     return json.dumps(kept)
 
 
-def finish(cfg, job: Job, data: PreparedData, fitted: Fitted, out: Path) -> dict:
+def finish(cfg, job: Job, data: PreparedData, fitted: Fitted, out: Path, datasets) -> dict:
     """Evaluate every split, log the figures and the served model; returns the reports."""
     if fitted.svm is not None:
         log_svm_selection(list(cfg.classifier.C_values), fitted.svm, out)
-    reports = {s: evaluate(job.labels[s], softmax(fitted.logits[s]), data.classes) for s in SPLITS}
-    log_evaluation(
-        reports, data.classes, out, frozenset(EPOCH_METRICS) if fitted.refined else frozenset()
-    )
-    write_results_page(
-        out / "evaluation" / "results_test.html",
-        job.files["test"],
-        job.labels["test"],
-        softmax(fitted.logits["test"]),
-        data.classes,
-        data.root,
-        f"{cfg.classifier.name}, {cfg.model.name}, {job.size} px: test results",
-    )
     spec = make_spec(
         fitted.model.cpu(),
         cfg.model.name,
@@ -313,7 +310,29 @@ def finish(cfg, job: Job, data: PreparedData, fitted: Fitted, out: Path) -> dict
         cfg.classifier.get("dropout", 0.0),
     )
     first_test = job.files["test"][0].path.read_bytes()
+    # The model before its metrics: MLflow links the metrics logged after it to the model,
+    # each with its split's dataset (a run's own metrics keep no dataset)
     log_model(spec, encode_jpeg(load_pixels(first_test, job.size, job.preprocessing)))
+    reports = {s: evaluate(job.labels[s], softmax(fitted.logits[s]), data.classes) for s in SPLITS}
+    log_evaluation(
+        reports,
+        data.classes,
+        out,
+        frozenset(EPOCH_METRICS) if fitted.refined else frozenset(),
+        datasets,
+    )
+    write_results_page(
+        out / "evaluation" / "results_test.html",
+        job.files["test"],
+        job.labels["test"],
+        softmax(fitted.logits["test"]),
+        data.classes,
+        data.root,
+        f"{cfg.classifier.name}, {cfg.model.name}, {job.size} px: test results",
+    )
+    log_test_predictions(
+        job.files["test"], job.labels["test"], softmax(fitted.logits["test"]), data.classes
+    )
     mlflow.log_artifacts(str(out))
     return reports
 
@@ -440,7 +459,8 @@ def print_summary(cfg, weights, reports, fitted, uri, experiment_id, run_id) -> 
     lines += absent_class_lines(reports)
     if command := mlflow_run.ui_command(uri):
         lines.append(f"compare runs: {command}")
-    lines.append(f"  then open {mlflow_run.runs_url(uri, experiment_id, run_id)}")
+    lines.append(f"  runs table: {mlflow_run.runs_url(uri, experiment_id)}")
+    lines.append(f"  this run:   {mlflow_run.runs_url(uri, experiment_id, run_id)}")
     print("\n".join(lines))
 
 

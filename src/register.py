@@ -8,8 +8,17 @@ export it. Registering again makes a new version and moves the alias to it.
 from mlflow.tracking import MlflowClient
 
 from src.command_line import REQUIRED, parse_arguments, run_command, use_tracking_store
-from src.deployment.registry import OBJECTIVE, best_run_of_study, final, find_run, register_run
+from src.deployment.registry import (
+    OBJECTIVE,
+    RANDOM_WEIGHTS_NOTE,
+    best_run_of_study,
+    final,
+    find_run,
+    random_weights,
+    register_run,
+)
 from src.errors import UserError
+from src.tracking.mlflow_run import model_version_url
 
 
 def register(argv: list[str]) -> None:
@@ -30,6 +39,9 @@ def register(argv: list[str]) -> None:
         f"registered run {run.info.run_id} as {name} version {version.version}"
         + (f" ({OBJECTIVE} {objective:.4f})" if objective is not None else "")
     )
+    if random_weights(run):
+        print(f"  note: {RANDOM_WEIGHTS_NOTE}")
+    print(f"  in the MLflow UI: {model_version_url(uri, name, version.version)}")
     if alias:
         print(f"  models:/{name}@{alias} now points to version {version.version}")
         print(

@@ -72,6 +72,7 @@ def test_sweep_runs_n_trials_under_one_parent_run(svm_sweep):
     assert parent.info.run_name == "svm" and parent.info.status == "FINISHED"
     kids = children[parent.info.run_id]
     assert len(kids) == 4 and {k.data.tags["optuna.state"] for k in kids} == {"COMPLETE"}
+    assert parent.info.end_time >= max(k.info.end_time for k in kids)  # its Duration
     assert sorted(int(k.data.tags["optuna.trial"]) for k in kids) == [0, 1, 2, 3]
     assert {k.data.params["resolution.size"] for k in kids} == {
         str(t.params["resolution.size"]) for t in study_of(tmp, "svm").trials
@@ -82,6 +83,9 @@ def test_sweep_runs_n_trials_under_one_parent_run(svm_sweep):
     (command,) = [line for line in result.stdout.splitlines() if line.startswith("reproduce it:")]
     assert command.startswith("reproduce it: python -m src.run ") and " sweep=svm " in command
     assert " resolution=112 " in command  # as a user would type it
+    assert f"runs table: http://127.0.0.1:5000/#/experiments/{parent.info.experiment_id}/runs?" in (
+        result.stdout
+    )
 
 
 def test_same_command_again_runs_nothing_and_a_larger_total_runs_the_difference(svm_sweep):
@@ -94,6 +98,9 @@ def test_same_command_again_runs_nothing_and_a_larger_total_runs_the_difference(
     assert states(study_of(tmp, "svm")) == ["COMPLETE"] * 5
     _, parents, children = mlflow_tree(tmp)
     assert len(parents) == 1 and len(children[parents[0].info.run_id]) == 5
+    (parent,) = parents  # the continued study's parent ended again, after its new trial
+    assert parent.info.status == "FINISHED"
+    assert parent.info.end_time >= max(k.info.end_time for k in children[parent.info.run_id])
 
 
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
@@ -282,6 +289,7 @@ def test_a_plain_hydra_grid_is_grouped_under_one_parent_run(tmp_path):
     (parent,) = parents
     assert parent.data.tags["sweep.kind"] == "grid" and parent.info.status == "FINISHED"
     kids = children[parent.info.run_id]
+    assert parent.info.end_time >= max(k.info.end_time for k in kids)
     assert sorted(k.data.params["resolution.size"] for k in kids) == ["32", "40"]
 
 

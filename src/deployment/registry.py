@@ -3,7 +3,9 @@
 A version is made from a run (its logged `model`), or from a sweep: the completed trial with
 the best validation class-averaged accuracy (the objective sweeps maximise; model selection
 never looks at test metrics). The version carries its run's headline metrics as tags and in
-its description, so the registry shows what was deployed. Aliases (`champion`, ...) replace
+its description, so the registry shows what was deployed; a version trained from random
+weights (run tag `pretrained=false`, `model.weights=none`) says so in a tag and in the first
+line of its description, so it is not taken for a real model. Aliases (`champion`, ...) replace
 the stages MLflow 3 deprecated: `models:/<name>@<alias>` always means the aliased version.
 """
 
@@ -23,6 +25,11 @@ HEADLINE = [
     for metric in ("accuracy", "class_avg_accuracy", "auc_micro", "auc_macro")
 ]
 COPIED_TAGS = ("classifier", "model", "dataset", "pretrained", "git_commit", STUDY_TAG, TRIAL_TAG)
+RANDOM_WEIGHTS_TAG = "random_weights"  # on versions whose backbone was not pretrained
+RANDOM_WEIGHTS_NOTE = (
+    "Trained from random weights (model.weights=none), not from pretrained ones: "
+    "a pipeline check, not a model to deploy."
+)
 
 
 def find_run(client: MlflowClient, run_id: str) -> Run:
@@ -111,18 +118,26 @@ def version_tags(run: Run) -> dict[str, str]:
     tags = {key: f"{value:.6g}" for key, value in headline(run).items()}
     tags["run_id"] = run.info.run_id
     tags.update({key: run.data.tags[key] for key in COPIED_TAGS if key in run.data.tags})
+    if random_weights(run):
+        tags[RANDOM_WEIGHTS_TAG] = "true: not pretrained, not for deployment"
     return tags
 
 
 def version_description(run: Run) -> str:
     tags = run.data.tags
-    lines = [f"From run {run.info.run_id} ({run.info.run_name})."]
+    lines = [RANDOM_WEIGHTS_NOTE] if random_weights(run) else []
+    lines.append(f"From run {run.info.run_id} ({run.info.run_name}).")
     if STUDY_TAG in tags:
         lines.append(
             f"Best trial ({tags.get(TRIAL_TAG, '?')}) of study {tags[STUDY_TAG]} by {OBJECTIVE}."
         )
     lines += [f"- {key}: {value:.4f}" for key, value in headline(run).items()]
     return "\n".join(lines)
+
+
+def random_weights(run: Run) -> bool:
+    """Was the run's backbone built from random weights? (src.run tags `pretrained`.)"""
+    return run.data.tags.get("pretrained") == "false"
 
 
 def headline(run: Run) -> dict[str, float]:

@@ -9,6 +9,12 @@ With a tracking server, MLflow's client retries a request that fails (connection
 5xx, 429) with exponential backoff; `tracking.retry_seconds` bounds that. A run whose server
 is still gone after it fails with `TrackingLost`, ending the run locally without waiting
 again (the server keeps it RUNNING until it is resumed).
+
+The links printed open MLflow 3's "Model training" view (Runs, Models, Model registry in
+the side bar); without `workflowType=machine_learning` the UI opens an experiment on its
+GenAI view (Traces, Sessions, Judges, Prompts). The UI routes in the URL's fragment, so
+the parameter goes after the `#/...` route: before the `#` it is ignored (checked in
+Chromium against MLflow 3.17).
 """
 
 import contextlib
@@ -17,6 +23,7 @@ import math
 import os
 import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,12 +36,14 @@ from src.errors import UserError
 log = logging.getLogger(__name__)
 
 UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui` listens by default
+TRAINING_VIEW = "workflowType=machine_learning"  # the UI's "Model training" view, not GenAI's
+SAMPLING_VARIABLE = "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"  # MLflow's; a user's wins
 RETRY_VARIABLES = (  # MLflow's own; those a user set in the environment win
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
     "MLFLOW_HTTP_REQUEST_TIMEOUT",
 )
-_USER_SET = {name for name in RETRY_VARIABLES if name in os.environ}
+_USER_SET = {name for name in (*RETRY_VARIABLES, SAMPLING_VARIABLE) if name in os.environ}
 _retry_seconds = [120.0]
 
 
@@ -128,12 +137,25 @@ def tracked_run(
     tags: dict | None = None,
     run_id: str | None = None,
     nested: bool = False,
+    system_metrics: bool = False,
+    sampling_seconds: float = 10.0,
 ):
     """An active MLflow run that ends FINISHED, or FAILED (KILLED on Ctrl-C) with the
     error recorded as the `error` tag: never left RUNNING, unless its tracking server went
-    away (then it raises TrackingLost, and the run waits on the server to be resumed)."""
+    away (then it raises TrackingLost, and the run waits on the server to be resumed).
+
+    `system_metrics`: MLflow samples CPU, memory, disk, network and, with NVML on an NVIDIA
+    GPU, its utilisation and memory every `sampling_seconds`, as `system/...` metrics (a
+    run shorter than one interval gets none: MLflow drops the last, partial, interval)."""
+    if system_metrics and SAMPLING_VARIABLE not in _USER_SET:
+        os.environ[SAMPLING_VARIABLE] = str(sampling_seconds)
     with mlflow.start_run(
-        run_id=run_id, experiment_id=experiment, run_name=run_name, tags=tags, nested=nested
+        run_id=run_id,
+        experiment_id=experiment,
+        run_name=run_name,
+        tags=tags,
+        nested=nested,
+        log_system_metrics=system_metrics,
     ) as run:
         try:
             yield run
@@ -207,7 +229,9 @@ def find_run(uri: str, run_id: str):
 
 
 def finish_parent(uri: str, run_id: str, status: str = "FINISHED") -> None:
-    MlflowClient(uri).update_run(run_id, status)
+    """End a sweep's parent run as MLflow ends its own runs: with a status and an end time
+    (`update_run` alone leaves the end time empty, and the UI's Duration blank)."""
+    MlflowClient(uri).set_terminated(run_id, status)
 
 
 def git_commit(folder: Path) -> str | None:
@@ -221,9 +245,19 @@ def git_commit(folder: Path) -> str | None:
 
 
 def runs_url(uri: str, experiment_id: str, run_id: str | None = None) -> str:
-    """The MLflow UI page with the runs table (3.x opens experiments on a GenAI overview)."""
-    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else UI_ADDRESS
-    return f"{base}/#/experiments/{experiment_id}/runs" + (f"/{run_id}" if run_id else "")
+    """The MLflow UI's runs table of an experiment (or one run's page), in the training view."""
+    route = f"experiments/{experiment_id}/runs" + (f"/{run_id}" if run_id else "")
+    return f"{ui_address(uri)}/#/{route}?{TRAINING_VIEW}"
+
+
+def model_version_url(uri: str, name: str, version: str) -> str:
+    """The MLflow UI's page of one registered model version."""
+    return f"{ui_address(uri)}/#/models/{urllib.parse.quote(name)}/versions/{version}"
+
+
+def ui_address(uri: str) -> str:
+    """Where the UI of this store is: the tracking server itself, else `mlflow ui`'s default."""
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else UI_ADDRESS
 
 
 def ui_command(uri: str) -> str | None:

@@ -5,8 +5,12 @@ import logging
 from pathlib import Path
 
 import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.data.dataset import Dataset
 
 from src.data.duplicates import write_groups_tsv
+from src.data.folders import ImageFile
 from src.data.overview import write_overview
 from src.data.prepare import PreparedData
 from src.data.split import write_split_csv
@@ -77,11 +81,16 @@ def log_svm_selection(C_values: list[float], fit, out: Path) -> None:
 
 
 def log_evaluation(
-    reports: dict, classes: list[str], out: Path, per_epoch: frozenset[str] = frozenset()
+    reports: dict,
+    classes: list[str],
+    out: Path,
+    per_epoch: frozenset[str] = frozenset(),
+    datasets: dict[str, Dataset] | None = None,
 ) -> None:
-    """The final model's metrics on each split. A name that a refinement already logs per
-    epoch (`val/accuracy`, ...) is logged as `<split>/eval_<name>` instead, so each epoch
-    keeps exactly one value per step."""
+    """The final model's metrics on each split, each tied to its split's dataset (see
+    src/tracking/datasets.py), so they carry its name and digest. A name that a refinement
+    already logs per epoch (`val/accuracy`, ...) is logged as `<split>/eval_<name>` instead,
+    so each epoch keeps exactly one value per step."""
     for split, report in reports.items():
         metrics = flat_metrics(report, split)
         mlflow.log_metrics(
@@ -90,9 +99,43 @@ def log_evaluation(
                     name.replace(f"{split}/", f"{split}/eval_", 1) if name in per_epoch else name
                 ): value
                 for name, value in metrics.items()
-            }
+            },
+            dataset=(datasets or {}).get(split),
         )
     (out / "evaluation").mkdir(exist_ok=True)
     roc_figure(reports["test"], out / "evaluation" / "roc_test.png")
     reliability_figure(reports, out / "evaluation" / "reliability.png")
     confusion_figure(reports["test"], classes, out / "evaluation" / "confusion_test.png")
+
+
+PREDICTIONS_TABLE = "evaluation/predictions_test.json"  # beside evaluation/results_test.html
+
+
+def log_test_predictions(
+    files: list[ImageFile], y_true, probabilities: np.ndarray, classes: list[str]
+) -> None:
+    """The test predictions as an MLflow table, one row per image, to query and compare
+    across runs (`mlflow.load_table`, the UI's artifact view)."""
+    mlflow.log_table(predictions_table(files, y_true, probabilities, classes), PREDICTIONS_TABLE)
+
+
+def predictions_table(
+    files: list[ImageFile], y_true, probabilities: np.ndarray, classes: list[str]
+) -> pd.DataFrame:
+    """path, true_label, predicted_label, score (the predicted class's probability), one
+    `p_<class>` column per class, and correct; in the order of `files`."""
+    y_true, probabilities = np.asarray(y_true), np.asarray(probabilities, dtype=float)
+    predicted = probabilities.argmax(axis=1)
+    names = np.array(classes)
+    table = pd.DataFrame(
+        {
+            "path": [f.relpath for f in files],
+            "true_label": names[y_true],
+            "predicted_label": names[predicted],
+            "score": probabilities[np.arange(len(files)), predicted],
+        }
+    )
+    for k, name in enumerate(classes):
+        table[f"p_{name}"] = probabilities[:, k]
+    table["correct"] = predicted == y_true
+    return table

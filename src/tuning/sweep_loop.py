@@ -162,7 +162,11 @@ def _run_sweep(sweeper, arguments: list[str]):
         if lost is None:
             _refresh(uri, parent, study)
         if lost != "storage":
-            print(summary(study, space.fixed))
+            links = {
+                "runs table": mlflow_run.runs_url(uri, experiment),
+                "parent run": mlflow_run.runs_url(uri, experiment, parent),
+            }
+            print(summary(study, space.fixed, links))
     if context["errors"]:
         raise UserError(context["errors"][0])
     return study.best_trial if counts(study)["done"] else None

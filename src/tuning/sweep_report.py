@@ -56,7 +56,9 @@ def reproduce_command(fixed: list[str], params: dict) -> str:
     return "python -m src.run " + " ".join(shlex.quote(a) for a in [*fixed, *chosen])
 
 
-def summary(study: optuna.Study, fixed: list[str]) -> str:
+def summary(study: optuna.Study, fixed: list[str], links: dict[str, str] | None = None) -> str:
+    """The closing lines of a sweep: trials by state, the best one and how to repeat it, and
+    `links` (what → URL: the runs table, the parent run) to look at it in the MLflow UI."""
     states = [t.state for t in study.get_trials(deepcopy=False)]
     counted = ", ".join(
         f"{states.count(s)} {s.name.lower()}" for s in TrialState if states.count(s)
@@ -69,6 +71,8 @@ def summary(study: optuna.Study, fixed: list[str]) -> str:
             "  " + describe(best.params, fixed),
             f"reproduce it: {reproduce_command(fixed, best.params)}",
         ]
+    width = max((len(what) for what in links or {}), default=0)
+    lines += [f"  {what + ':':<{width + 1}} {url}" for what, url in (links or {}).items()]
     return "\n".join(lines)
 
 

@@ -10,6 +10,8 @@ from mlflow.tracking import MlflowClient
 
 from src.deployment.registry import (
     OBJECTIVE,
+    RANDOM_WEIGHTS_NOTE,
+    RANDOM_WEIGHTS_TAG,
     best_run_of_study,
     register_run,
     version_description,
@@ -57,6 +59,11 @@ def test_register_by_run_id_carries_the_runs_metrics_and_loads_by_alias(trained)
     )
     assert version.tags["classifier"] == "svm" and version.tags["run_id"] == trained.run_id
     assert f"{OBJECTIVE}: {run.data.metrics[OBJECTIVE]:.4f}" in version.description
+    # the tests train from random weights (model.weights=none): the version says so
+    assert version.tags[RANDOM_WEIGHTS_TAG].startswith("true")
+    assert version.description.splitlines()[0] == RANDOM_WEIGHTS_NOTE
+    assert f"  note: {RANDOM_WEIGHTS_NOTE}" in result.stdout
+    assert f"#/models/{name}/versions/1" in result.stdout
 
     mlflow.set_tracking_uri(trained.uri)
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
@@ -87,6 +94,16 @@ def test_a_studys_best_trial_is_chosen_by_validation_accuracy_never_by_test(trai
     make_run(client, study, {OBJECTIVE: 0.9, "val/eval_class_avg_accuracy": 0.7})
     make_run(client, unique("other-study"), {OBJECTIVE: 1.0})
     assert best_run_of_study(client, study).info.run_id == chosen
+
+
+def test_only_a_version_from_random_weights_is_marked_so(trained):
+    client = trained.client
+    random = client.get_run(make_run(client, "w", {OBJECTIVE: 0.9}, pretrained="false"))
+    assert RANDOM_WEIGHTS_TAG in version_tags(random)
+    assert version_description(random).startswith(RANDOM_WEIGHTS_NOTE + "\n")
+    pretrained = client.get_run(make_run(client, "w", {OBJECTIVE: 0.9}, pretrained="true"))
+    assert RANDOM_WEIGHTS_TAG not in version_tags(pretrained)
+    assert "random weights" not in version_description(pretrained)
 
 
 def test_a_refined_runs_final_metrics_are_the_ones_on_its_version(trained):
