@@ -46,8 +46,15 @@ from src.device import configure, pick_device, resolve_workers
 from src.errors import UserError
 from src.evaluation.metrics import evaluate
 from src.evaluation.results_page import write_results_page
-from src.features.backbone import build_featurizer, feature_size
+from src.features.backbone import (
+    architecture,
+    build_featurizer,
+    check_model,
+    describe,
+    feature_size,
+)
 from src.features.cache import cached_features
+from src.features.model_options import register_model_options
 from src.overrides import prepare_overrides
 from src.resume import checkpoint_path, resume_state, what_is_kept
 from src.tracking import mlflow_run
@@ -59,6 +66,7 @@ from src.tuning.study import redact
 from src.tuning.trial_link import TrialLink
 
 log = logging.getLogger("imgsweep")
+register_model_options()  # model=NAME for every torchvision model: before hydra.main composes
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -95,6 +103,7 @@ def pipeline(cfg: DictConfig, device: torch.device, ranks: Ranks = distributed.S
         f"{cfg.classifier.name}-{cfg.model.name}-{cfg.resolution.size}px"
         + (f"-trial{cfg.trial.number}" if cfg.trial.study else "")
     )
+    check_model(architecture(cfg.model), int(cfg.resolution.size))  # before any heavy work
     # A resume is checked in full before its run is reopened: a refusal changes nothing.
     data = prepare(cfg, root, workers) if cfg.resume else None
     resume = resume_state(cfg, uri, data) if cfg.resume else None
@@ -122,9 +131,12 @@ def pipeline(cfg: DictConfig, device: torch.device, ranks: Ranks = distributed.S
             if ranks.distributed and cfg.classifier.name != "svm":
                 ranks.broadcast(resume["path"] if resume else None)  # the others start now
             log_data(data, out)
-            featurizer, weights = build_featurizer(cfg.model.name, cfg.model.weights)
+            arch = architecture(cfg.model)
+            featurizer, weights = build_featurizer(arch, cfg.model.weights, cfg.resolution.size)
             mlflow.set_tag("pretrained", str(weights.pretrained).lower())
-            mlflow_run.log_params_once({"model.weights_identity": weights.identity})
+            mlflow_run.log_params_once(
+                {"model.weights_identity": weights.identity, **describe(arch, featurizer)}
+            )
             job = make_job(cfg, data, device, workers)
             fitted = fit(cfg, job, featurizer, weights, run.info.run_id, resume, link, ranks)
             if link and link.pruned_at is not None:
@@ -155,14 +167,15 @@ def follow(cfg: DictConfig, device: torch.device, ranks: Ranks) -> float:
     torch.manual_seed(cfg.seed)
     resume_from = ranks.broadcast(None)  # once rank 0 has checked and prepared the data
     data = prepare(cfg, dataset_root(cfg.dataset), workers)
-    featurizer, _ = build_featurizer(cfg.model.name, cfg.model.weights)
+    arch = architecture(cfg.model)
+    featurizer, _ = build_featurizer(arch, cfg.model.weights, cfg.resolution.size)
     c = cfg.classifier
     refine_network(
         make_job(cfg, data, device, workers),
         featurizer,
         refinement(c),
         c.dropout,
-        feature_size(cfg.model.name),
+        feature_size(arch),
         [],
         None,
         load_checkpoint(resume_from) if resume_from else None,
@@ -176,7 +189,7 @@ def fit(cfg, job: Job, featurizer, weights, run_id: str, resume, link, ranks) ->
     c = cfg.classifier
     if c.name == "svm":
         identity = {  # everything the fixed features depend on
-            "arch": cfg.model.name,
+            "arch": architecture(cfg.model),
             "weights": weights.identity,
             "size": job.size,
             "preprocessing": job.preprocessing,
@@ -203,7 +216,7 @@ def fit(cfg, job: Job, featurizer, weights, run_id: str, resume, link, ranks) ->
         featurizer,
         refinement(c),
         c.dropout,
-        feature_size(cfg.model.name),
+        feature_size(architecture(cfg.model)),
         callbacks,
         checkpoint,
         resume,
@@ -224,7 +237,9 @@ def fit(cfg, job: Job, featurizer, weights, run_id: str, resume, link, ranks) ->
 def refinement(c: DictConfig) -> Refinement:
     """The refinement settings of a classifier config (its keys are Refinement's fields)."""
     known = {f.name for f in dataclasses.fields(Refinement)}
-    return Refinement(**{k: v for k, v in OmegaConf.to_container(c).items() if k in known})
+    return Refinement(
+        **{k: v for k, v in OmegaConf.to_container(c, resolve=True).items() if k in known}
+    )
 
 
 def finish(cfg, job: Job, data: PreparedData, fitted: Fitted, out: Path) -> dict:
@@ -246,7 +261,7 @@ def finish(cfg, job: Job, data: PreparedData, fitted: Fitted, out: Path) -> dict
     )
     spec = make_spec(
         fitted.model.cpu(),
-        cfg.model.name,
+        architecture(cfg.model),
         fitted.head,
         data.classes,
         job.size,
