@@ -258,6 +258,8 @@ def finish(cfg, job: Job, data: PreparedData, fitted: Fitted, out: Path) -> dict
         data.classes,
         data.root,
         f"{cfg.classifier.name}, {cfg.model.name}, {job.size} px: test results",
+        maps=fitted.maps,
+        preprocessing=job.preprocessing,
     )
     spec = make_spec(
         fitted.model.cpu(),

@@ -22,6 +22,7 @@ from src.classifiers.dnn import Refined, Refinement, refine
 from src.classifiers.network import ImageClassifier, make_head
 from src.classifiers.svm import SvmFit, fit_svm_classifier
 from src.data.folders import ImageFile
+from src.evaluation.gradcam import ClassMaps, scores_and_maps
 from src.features.featurize import featurize
 
 SPLITS = ("train", "val", "test")
@@ -60,6 +61,19 @@ class Job:
             desc=desc,
         )
 
+    def scores_and_maps(self, model: nn.Module, split: str) -> tuple[np.ndarray, ClassMaps]:
+        """`model`'s logits on a split and, from the same pass, its Grad-CAM maps."""
+        return scores_and_maps(
+            model,
+            self.paths(split),
+            self.labels[split],
+            self.size,
+            self.preprocessing,
+            self.batch_size,
+            self.workers,
+            self.device,
+        )
+
 
 @dataclass
 class Fitted:
@@ -68,6 +82,7 @@ class Fitted:
     logits: dict[str, np.ndarray]  # by split
     svm: SvmFit | None = None
     refined: Refined | None = None
+    maps: ClassMaps | None = None  # Grad-CAM of the test split (predicted and true class)
 
 
 def fit_svm(
@@ -81,13 +96,16 @@ def fit_svm(
     model, fit, logits = fit_svm_classifier(
         featurizer, by_split, job.labels, job.num_classes, C_values, l2_normalize, job.seed
     )
-    return Fitted(model, "svm", logits, svm=fit)
+    # the test split scored by the whole network, as served, with its maps in the same pass
+    logits["test"], maps = job.scores_and_maps(model, "test")
+    return Fitted(model, "svm", logits, svm=fit, maps=maps)
 
 
 def fit_dnn(job: Job, model: ImageClassifier, refined: Refined) -> Fitted:
     """dnn: the refined network itself, scored on every split."""
-    logits = {s: job.outputs(model, job.paths(s), f"scoring {s}") for s in SPLITS}
-    return Fitted(model, "dnn", logits, refined=refined)
+    logits = {s: job.outputs(model, job.paths(s), f"scoring {s}") for s in ("train", "val")}
+    logits["test"], maps = job.scores_and_maps(model, "test")
+    return Fitted(model, "dnn", logits, refined=refined, maps=maps)
 
 
 def fit_svm_dnn_refined(
