@@ -25,6 +25,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from src.classifiers import distributed
+from src.classifiers.auto_lr import resolve_lr
 from src.classifiers.callbacks import EPOCH_METRICS
 from src.classifiers.checkpoint import load_checkpoint
 from src.classifiers.distributed import Ranks
@@ -211,10 +212,18 @@ def fit(cfg, job: Job, featurizer, weights, run_id: str, resume, link, ranks) ->
     checkpoint = checkpoint_path(cfg, run_id)
     mlflow.set_tag("checkpoint", str(checkpoint))
     callbacks = [EpochLogger(resume["history"] if resume else ()), *([link] if link else [])]
-    model, refined = refine_network(
+    settings = resolve_lr(  # classifier.lr=auto: the lr range test first, in this run
         job,
         featurizer,
         refinement(c),
+        c.dropout,
+        feature_size(architecture(cfg.model)),
+        c.get("lr_find"),
+    )
+    model, refined = refine_network(
+        job,
+        featurizer,
+        settings,
         c.dropout,
         feature_size(architecture(cfg.model)),
         callbacks,
