@@ -40,7 +40,8 @@ def module(name: str, *arguments: str, env: dict | None = None):
 def test_an_architecture_trains_serves_predicts_and_exports(overrides, classifier, tmp_path):
     if "model=timm" in overrides and importlib.util.find_spec("timm") is None:
         pytest.skip("timm is an optional extra: pip install -e '.[timm]'")
-    result = run_cli(*overrides, f"classifier={classifier}", "classifier.epochs=1", tmp=tmp_path)
+    epochs = [] if classifier == "svm" else ["classifier.epochs=1"]  # svm has no epochs
+    result = run_cli(*overrides, f"classifier={classifier}", *epochs, tmp=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     client, run = only_run(tmp_path)
     params = run.data.params

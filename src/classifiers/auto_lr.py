@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import mlflow
+import torch
 
 from src.classifiers.dnn import Refinement
 from src.classifiers.lr_finder import LrFound, RangeTest, find_lr, lr_find_figure
@@ -55,6 +56,11 @@ def resolve_lr(job, featurizer, settings: Refinement, dropout, feature_size, lr_
             return dataclasses.replace(settings, lr=float(settings.lr))
         except (TypeError, ValueError):
             raise UserError(f"classifier.lr={settings.lr!r}: expected a number or auto") from None
+    if torch.distributed.is_initialized():
+        raise UserError(
+            "classifier.lr=auto runs in one process: run python -m src.lr_find first, then "
+            "torchrun with classifier.lr=<its suggestion>"
+        )
     found = run_range_test(
         job, featurizer, settings, dropout, feature_size, range_test_settings(lr_find)
     )
