@@ -30,7 +30,7 @@ def module(name: str, *arguments: str, env: dict | None = None):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,  # the dynamo ONNX export of EfficientNet-B0: 240 s on a busy 2-core machine
         env=environment,
     )
 

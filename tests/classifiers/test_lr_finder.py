@@ -79,3 +79,25 @@ def test_lr_find_prints_the_suggestion_and_the_command_and_lr_auto_uses_it(tmp_p
     assert float(run.data.params["lr_find.suggested"]) == suggested  # same data, seed, model
     lrs = client.get_metric_history(run.info.run_id, "lr")
     assert lrs and lrs[0].value <= suggested
+
+
+LEARNABLE = [  # the tests' synthetic textures (tests/conftest.py: 8 per class, 32 px)
+    "classifier=dnn",
+    "classifier.epochs=4",
+    "classifier.patience=0",
+    "classifier.lr_find.steps=60",
+]
+
+
+@pytest.mark.slow  # two trainings of 4 epochs and a 60-step range test: minutes on a CPU
+def test_the_suggested_lr_learns_at_least_as_well_as_the_default_in_as_many_epochs(tmp_path):
+    scores = {}
+    for lr in ("0.005", "auto"):  # 0.005: conf/classifier/dnn.yaml's default
+        result = run_cli(*LEARNABLE, f"classifier.lr={lr}", tmp=tmp_path / lr, timeout=1800)
+        assert result.returncode == 0, result.stderr[-3000:]
+        _, run = only_run(tmp_path / lr)
+        scores[lr] = run.data.metrics["val/eval_class_avg_accuracy"]
+        if lr == "auto":
+            print(f"suggested lr {run.data.params['lr_find.suggested']}")
+    print(f"validation class-averaged accuracy after 4 epochs: {scores}")
+    assert scores["auto"] >= scores["0.005"]
