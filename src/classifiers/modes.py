@@ -10,6 +10,7 @@ computes them. Under torchrun (`ranks`), every process refines, and rank 0 alone
 score and fit the SVM.
 """
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +23,10 @@ from src.classifiers.dnn import Refined, Refinement, refine
 from src.classifiers.network import ImageClassifier, make_head
 from src.classifiers.svm import SvmFit, fit_svm_classifier
 from src.data.folders import ImageFile
-from src.evaluation.gradcam import ClassMaps, scores_and_maps
+from src.evaluation.gradcam import ClassMaps, NoFeatureMap, scores_and_maps
 from src.features.featurize import featurize
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 
@@ -61,18 +64,23 @@ class Job:
             desc=desc,
         )
 
-    def scores_and_maps(self, model: nn.Module, split: str) -> tuple[np.ndarray, ClassMaps]:
-        """`model`'s logits on a split and, from the same pass, its Grad-CAM maps."""
-        return scores_and_maps(
-            model,
-            self.paths(split),
-            self.labels[split],
-            self.size,
-            self.preprocessing,
-            self.batch_size,
-            self.workers,
-            self.device,
-        )
+    def scores_and_maps(self, model: nn.Module, split: str) -> tuple[np.ndarray, ClassMaps | None]:
+        """`model`'s logits on a split and, from the same pass, its Grad-CAM maps (None,
+        with a warning, for a network without a spatial map at this side)."""
+        try:
+            return scores_and_maps(
+                model,
+                self.paths(split),
+                self.labels[split],
+                self.size,
+                self.preprocessing,
+                self.batch_size,
+                self.workers,
+                self.device,
+            )
+        except NoFeatureMap as error:
+            log.warning(f"no Grad-CAM heat maps on the results page: {error}")
+            return self.outputs(model, self.paths(split), f"scoring {split}"), None
 
 
 @dataclass

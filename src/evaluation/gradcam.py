@@ -27,6 +27,10 @@ from src.data.loader import make_loader
 from src.features.featurize import image_files, prepare_for_inference
 
 
+class NoFeatureMap(Exception):
+    """The network has no spatial map its scores depend on (at this side): no heat maps."""
+
+
 @dataclass(frozen=True)
 class FeatureMap:
     name: str  # the module's name in the network, e.g. "featurizer.1.layer4"
@@ -152,7 +156,8 @@ def find_feature_map(model: nn.Module, size: int, device: torch.device) -> Featu
         with torch.enable_grad():
             for p in model.parameters():  # a graph to the feature maps, even when frozen
                 p.requires_grad_(True)
-            model(pixels.to(device)).float().sum().backward()
+            # squared: a two-class SVM's scores are +-m/2, and their plain sum has no gradient
+            model(pixels.to(device)).float().square().sum().backward()
     finally:
         for handle in handles:
             handle.remove()
@@ -163,7 +168,7 @@ def find_feature_map(model: nn.Module, size: int, device: torch.device) -> Featu
         if grad is not None and as_nhwc(grad, FeatureMap(name, layout)).abs().sum() > 0:
             model.zero_grad(set_to_none=True)
             return FeatureMap(name, layout)
-    raise RuntimeError(f"no spatial feature map found in {type(model).__name__} at {size} px")
+    raise NoFeatureMap(f"no spatial feature map with gradient in the network at {size} px")
 
 
 def spatial_layout(output, size: int) -> str | None:

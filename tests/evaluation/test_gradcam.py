@@ -130,3 +130,12 @@ def test_the_scoring_pass_gives_the_plain_scores_and_for_a_linear_head_the_class
         cam = torch.relu(torch.einsum("k,khw->hw", weight[best[i]], captured["a"][i])).numpy()
         expected = cam / max(cam.max(), 1e-12)
         assert np.abs(maps.predicted[i].astype(np.float32) - expected).max() < 2e-3
+
+
+def test_a_two_class_svm_whose_scores_sum_to_zero_still_has_a_map():
+    model = small_classifier("resnet18", 32, "svm")
+    model.head = make_head("svm", 512, 2)
+    with torch.no_grad():  # LinearSVC's one hyperplane as two rows: scores +m/2 and -m/2
+        model.head.weight[1] = -model.head.weight[0]
+        model.head.bias[1] = -model.head.bias[0]
+    assert find_feature_map(model.eval(), 32, torch.device("cpu")).name == "featurizer.1.layer3"
