@@ -56,7 +56,8 @@ def group_options(conf_dir: Path = CONF_DIR) -> dict[str, list[str]]:
     store = ConfigStore.instance().repo
     for name in groups:
         registered = store.get(name, {})
-        groups[name] = sorted({*groups[name], *(k.removesuffix(".yaml") for k in registered)})
+        more = sorted({k.removesuffix(".yaml") for k in registered} - set(groups[name]))
+        groups[name] += more  # the files first: they are the documented choices
     return groups
 
 
@@ -73,8 +74,15 @@ def _bad_option(override: Override, options: list[str]) -> str | None:
         if not isinstance(option, str) or option not in options:
             close = difflib.get_close_matches(str(option), options, n=3, cutoff=0.5)
             hint = f"; closest: {', '.join(close)}" if close else ""
-            return f"{group}={option} is not a {group} option{hint} (choices: {', '.join(options)})"
+            return f"{group}={option} is not a {group} option{hint} ({_choices(options)})"
     return None
+
+
+def _choices(options: list[str], shown: int = 12) -> str:
+    """The valid options, all of them where they are few (model has about 80)."""
+    if len(options) <= shown:
+        return f"choices: {', '.join(options)}"
+    return f"{len(options)} choices: {', '.join(options[:shown])}, ..."
 
 
 def _unknown_key(line: str, key: str, cfg, groups: dict) -> str:

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ValidationError
 
 from src.classifiers import distributed
+from src.classifiers.auto_lr import resolve_lr
 from src.classifiers.callbacks import EPOCH_METRICS
 from src.classifiers.checkpoint import load_checkpoint
 from src.classifiers.distributed import Ranks
@@ -47,7 +48,13 @@ from src.device import configure, pick_device, resolve_workers
 from src.errors import UserError
 from src.evaluation.metrics import evaluate
 from src.evaluation.results_page import write_results_page
-from src.features.backbone import build_featurizer, feature_size
+from src.features.backbone import (
+    architecture,
+    build_featurizer,
+    check_model,
+    describe,
+    feature_size,
+)
 from src.features.cache import cached_features
 from src.features.featurize import precision_name
 from src.resume import checkpoint_path, interrupted_message, resume_state, what_is_kept
@@ -115,6 +122,7 @@ def pipeline(cfg: DictConfig, device: torch.device, ranks: Ranks = distributed.S
         f"{cfg.classifier.name}-{cfg.model.name}-{cfg.resolution.size}px"
         + (f"-trial{cfg.trial.number}" if cfg.trial.study else "")
     )
+    check_model(architecture(cfg.model), int(cfg.resolution.size))  # before any heavy work
     # A resume is checked in full before its run is reopened: a refusal changes nothing.
     data = prepare(cfg, root, workers) if cfg.resume else None
     resume = resume_state(cfg, uri, data) if cfg.resume else None
@@ -155,9 +163,12 @@ def pipeline(cfg: DictConfig, device: torch.device, ranks: Ranks = distributed.S
                 ranks.broadcast(resume["path"] if resume else None)  # the others start now
             log_data(data, out)
             datasets = log_dataset_inputs(data, cfg.dataset.name or root.name)
-            featurizer, weights = build_featurizer(cfg.model.name, cfg.model.weights)
+            arch = architecture(cfg.model)
+            featurizer, weights = build_featurizer(arch, cfg.model.weights, cfg.resolution.size)
             mlflow.set_tag("pretrained", str(weights.pretrained).lower())
-            mlflow_run.log_params_once({"model.weights_identity": weights.identity})
+            mlflow_run.log_params_once(
+                {"model.weights_identity": weights.identity, **describe(arch, featurizer)}
+            )
             job = make_job(cfg, data, device, workers)
             fitted = fit(cfg, job, featurizer, weights, run.info.run_id, resume, link, ranks)
             if link and link.pruned_at is not None:
@@ -192,14 +203,15 @@ def follow(cfg: DictConfig, device: torch.device, ranks: Ranks) -> float:
     torch.manual_seed(cfg.seed)
     resume_from = ranks.broadcast(None)  # once rank 0 has checked and prepared the data
     data = prepare(cfg, dataset_root(cfg.dataset), workers)
-    featurizer, _ = build_featurizer(cfg.model.name, cfg.model.weights)
+    arch = architecture(cfg.model)
+    featurizer, _ = build_featurizer(arch, cfg.model.weights, cfg.resolution.size)
     c = cfg.classifier
     refine_network(
         make_job(cfg, data, device, workers),
         featurizer,
         refinement(c),
         c.dropout,
-        feature_size(cfg.model.name),
+        feature_size(arch),
         [],
         None,
         load_checkpoint(resume_from) if resume_from else None,
@@ -213,7 +225,7 @@ def fit(cfg, job: Job, featurizer, weights, run_id: str, resume, link, ranks) ->
     c = cfg.classifier
     if c.name == "svm":
         identity = {  # everything the fixed features depend on
-            "arch": cfg.model.name,
+            "arch": architecture(cfg.model),
             "weights": weights.identity,
             "size": job.size,
             "preprocessing": job.preprocessing,
@@ -237,12 +249,20 @@ def fit(cfg, job: Job, featurizer, weights, run_id: str, resume, link, ranks) ->
     checkpoint = checkpoint_path(cfg, run_id)
     mlflow.set_tag("checkpoint", str(checkpoint))
     callbacks = [EpochLogger(resume["history"] if resume else ()), *([link] if link else [])]
-    model, refined = refine_network(
+    settings = resolve_lr(  # classifier.lr=auto: the lr range test first, in this run
         job,
         featurizer,
         refinement(c),
         c.dropout,
-        feature_size(cfg.model.name),
+        feature_size(architecture(cfg.model)),
+        c.get("lr_find"),
+    )
+    model, refined = refine_network(
+        job,
+        featurizer,
+        settings,
+        c.dropout,
+        feature_size(architecture(cfg.model)),
         callbacks,
         checkpoint,
         resume,
@@ -261,7 +281,7 @@ def fit(cfg, job: Job, featurizer, weights, run_id: str, resume, link, ranks) ->
 
 
 # the keys a classifier config may have beside Refinement's fields
-CLASSIFIER_KEYS = {"name", "dropout", "C_values", "l2_normalize"}
+CLASSIFIER_KEYS = {"name", "dropout", "C_values", "l2_normalize", "lr_find"}
 
 
 def check_classifier_keys(c: DictConfig) -> None:
@@ -279,6 +299,11 @@ def refinement(c: DictConfig) -> Refinement:
     settings = OmegaConf.to_container(c, resolve=True)
     fields = {f.name for f in dataclasses.fields(Refinement)}
     chosen = {k: v for k, v in settings.items() if k in fields}
+    auto_lr = (
+        chosen.get("lr") == "auto"
+    )  # the lr range test decides it (src/classifiers/auto_lr.py)
+    if auto_lr:
+        chosen.pop("lr")
     try:
         typed = OmegaConf.merge(OmegaConf.structured(Refinement), chosen)
     except ValidationError as error:
@@ -286,7 +311,7 @@ def refinement(c: DictConfig) -> Refinement:
         raise UserError(
             f"classifier.{key}={getattr(error, 'value', '?')!r}: {error.msg.splitlines()[0]}"
         ) from None
-    return Refinement(**OmegaConf.to_container(typed))
+    return Refinement(**{**OmegaConf.to_container(typed), **({"lr": "auto"} if auto_lr else {})})
 
 
 def command_tag() -> str:
@@ -302,7 +327,7 @@ def finish(cfg, job: Job, data: PreparedData, fitted: Fitted, out: Path, dataset
         log_svm_selection(list(cfg.classifier.C_values), fitted.svm, out)
     spec = make_spec(
         fitted.model.cpu(),
-        cfg.model.name,
+        architecture(cfg.model),
         fitted.head,
         data.classes,
         job.size,
@@ -329,6 +354,8 @@ def finish(cfg, job: Job, data: PreparedData, fitted: Fitted, out: Path, dataset
         data.classes,
         data.root,
         f"{cfg.classifier.name}, {cfg.model.name}, {job.size} px: test results",
+        maps=fitted.maps,
+        preprocessing=job.preprocessing,
     )
     log_test_predictions(
         job.files["test"], job.labels["test"], softmax(fitted.logits["test"]), data.classes

@@ -13,8 +13,11 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from src.features.model_options import register_model_options
 from src.override_check import problem
 from src.overrides import hydra_overrides, prepare_overrides
+
+register_model_options()  # model=NAME for every torchvision model, before anything composes
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

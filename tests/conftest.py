@@ -99,7 +99,12 @@ def textures(tmp_path_factory) -> Path:
 
 
 def run_cli(
-    *overrides: str, tmp: Path, env: dict | None = None, timeout: int = 300, multirun=False
+    *overrides: str,
+    tmp: Path,
+    env: dict | None = None,
+    timeout: int = 300,
+    multirun=False,
+    module: str = "src.run",
 ):
     """`python -m src.run` in a subprocess with FAST settings, data, store and sweeps under
     tmp (a `tracking.uri=...` among the overrides wins over the store under tmp)."""
@@ -108,7 +113,7 @@ def run_cli(
     command = [
         sys.executable,
         "-m",
-        "src.run",
+        module,
         *(["-m"] if multirun else []),
         *FAST,
         *([] if own_dataset else TINY_SYNTHETIC),

@@ -7,9 +7,12 @@ import time
 
 import pytest
 
+from src.features.model_options import register_model_options
 from src.override_check import problem
 from src.overrides import hydra_overrides, prepare_overrides
 from tests.conftest import ROOT
+
+register_model_options()  # as src.run does before it checks anything
 
 
 def check(*args: str) -> str | None:
@@ -25,7 +28,8 @@ def test_a_misspelt_group_names_the_group_it_is_close_to():
 def test_an_unknown_option_lists_the_close_ones_and_all_choices():
     message = check("model=resnet99")
     assert message.startswith("model=resnet99 is not a model option; closest: resnet")
-    assert "(choices: resnet18, resnet34, resnet50" in message
+    assert "choices: resnet18, resnet34, resnet50, timm, alexnet," in message  # files first
+    assert check("model=convnext_tiny") is None  # a torchvision model without a file
 
 
 def test_a_misspelt_key_inside_the_chosen_classifier_is_named():

@@ -10,6 +10,7 @@ computes them. Under torchrun (`ranks`), every process refines, and rank 0 alone
 score and fit the SVM.
 """
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,10 @@ from src.classifiers.network import ImageClassifier, make_head
 from src.classifiers.svm import SvmFit, fit_svm_classifier
 from src.data.folders import ImageFile
 from src.errors import UserError
+from src.evaluation.gradcam import ClassMaps, NoFeatureMap, scores_and_maps
 from src.features.featurize import featurize
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 
@@ -62,6 +66,24 @@ class Job:
             desc=desc,
         )
 
+    def scores_and_maps(self, model: nn.Module, split: str) -> tuple[np.ndarray, ClassMaps | None]:
+        """`model`'s logits on a split and, from the same pass, its Grad-CAM maps (None,
+        with a warning, for a network without a spatial map at this side)."""
+        try:
+            return scores_and_maps(
+                model,
+                self.paths(split),
+                self.labels[split],
+                self.size,
+                self.preprocessing,
+                self.batch_size,
+                self.workers,
+                self.device,
+            )
+        except NoFeatureMap as error:
+            log.warning(f"no Grad-CAM heat maps on the results page: {error}")
+            return self.outputs(model, self.paths(split), f"scoring {split}"), None
+
 
 @dataclass
 class Fitted:
@@ -71,6 +93,7 @@ class Fitted:
     svm: SvmFit | None = None
     refined: Refined | None = None
     temperature: float = 1.0  # the scores' calibration, built into the model's last layer
+    maps: ClassMaps | None = None  # Grad-CAM of the test split (predicted and true class)
 
 
 def fit_svm(
@@ -92,18 +115,22 @@ def fit_svm(
     model, fit, logits = fit_svm_classifier(
         featurizer, by_split, job.labels, job.num_classes, C_values, l2_normalize, job.seed
     )
-    return Fitted(model, "svm", logits, svm=fit, temperature=fit.temperature)
+    # the test split scored by the whole network, as served, with its maps in the same pass
+    logits["test"], maps = job.scores_and_maps(model, "test")
+    return Fitted(model, "svm", logits, svm=fit, temperature=fit.temperature, maps=maps)
 
 
 def fit_dnn(job: Job, model: ImageClassifier, refined: Refined) -> Fitted:
     """dnn: the refined network itself, scored on every split, its logits calibrated by a
     temperature fitted on validation (built into its last layer, so served scores are the
-    calibrated ones; the validation ECE is then in-sample, the test ECE is the honest one)."""
-    logits = {s: job.outputs(model, job.paths(s), f"scoring {s}") for s in SPLITS}
+    calibrated ones; the validation ECE is then in-sample, the test ECE is the honest one).
+    The test split is scored last, by the calibrated network, with its maps in that pass."""
+    logits = {s: job.outputs(model, job.paths(s), f"scoring {s}") for s in ("train", "val")}
     temperature = fit_temperature(logits["val"], job.labels["val"])
     scale_linear(model.head[-1], temperature)
     logits = {s: scores * temperature for s, scores in logits.items()}
-    return Fitted(model, "dnn", logits, refined=refined, temperature=temperature)
+    logits["test"], maps = job.scores_and_maps(model, "test")
+    return Fitted(model, "dnn", logits, refined=refined, temperature=temperature, maps=maps)
 
 
 def fit_svm_dnn_refined(

@@ -15,7 +15,7 @@ from src.features.backbone import build_featurizer, feature_size
 class ImageClassifier(nn.Module):
     def __init__(self, featurizer: nn.Module, head: nn.Module, l2_normalize: bool):
         super().__init__()
-        self.featurizer = featurizer  # Normalize → ResNet trunk → pooled features
+        self.featurizer = featurizer  # Normalize → backbone trunk → pooled features
         self.head = head
         self.l2_normalize = l2_normalize
 
@@ -37,7 +37,7 @@ def make_head(kind: str, in_features: int, num_classes: int, dropout: float = 0.
 
 def build_from_spec(spec: dict) -> ImageClassifier:
     """Rebuild an ImageClassifier from its spec and load its weights (no download)."""
-    featurizer, _ = build_featurizer(spec["arch"], weights="none")
+    featurizer, _ = build_featurizer(spec["arch"], weights="none", size=spec["size"])
     head = make_head(
         spec["head"], feature_size(spec["arch"]), len(spec["classes"]), spec.get("dropout", 0.0)
     )

@@ -7,6 +7,11 @@ falling confidence, then right ones by rising confidence. Filters and sorting ru
 lines of plain JavaScript; the page reads fine without it. Ticked images can be exported as
 a `path,new_label` CSV for `python -m src.data.relabel`, with a new label or `-`, which sets
 the image aside (into the dataset's quarantine folder).
+
+With Grad-CAM maps (src/evaluation/gradcam.py), each card can lay the heat map of the
+predicted class, and of the true class where it differs, over its thumbnail: a button per
+image, and a switch for all. The overlays are embedded too, pre-blended JPEGs. Thumbnails
+are made with the run's own preprocessing, so a map lies over the pixels the model saw.
 """
 
 import base64
@@ -19,11 +24,13 @@ import numpy as np
 from src.data.folders import ImageFile
 from src.data.images import ImageError
 from src.data.presets import load_pixels
+from src.evaluation.gradcam import ClassMaps
 
 THUMBNAIL = 128  # px, letterboxed like the model's input
 JPEG_QUALITY = 80
 MAX_ENTRIES = 2000  # beyond this the page gets slow to open; the worst ones are kept
 BARS = 5  # score bars per image: the top classes (and the true class, if not among them)
+HEAT_ALPHA = 0.45  # share of the heat map's colour in an overlay (the rest: the thumbnail)
 
 
 def worst_first(y_true: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
@@ -44,6 +51,8 @@ def write_results_page(
     classes: list[str],
     dataset_root: Path,
     title: str = "test results",
+    maps: ClassMaps | None = None,
+    preprocessing: str = "letterbox",
 ) -> Path:
     y_true, probabilities = np.asarray(y_true), np.asarray(probabilities, dtype=float)
     order = worst_first(y_true, probabilities)
@@ -51,7 +60,15 @@ def write_results_page(
     predicted = probabilities.argmax(axis=1)
     correct = int((predicted == y_true).sum())
     entries = "\n".join(
-        _entry(rank, files[i], int(y_true[i]), probabilities[i], classes)
+        _entry(
+            rank,
+            files[i],
+            int(y_true[i]),
+            probabilities[i],
+            classes,
+            preprocessing,
+            None if maps is None else (maps.predicted[i], maps.true[i]),
+        )
         for rank, i in enumerate(shown)
     )
     options = "".join(f'<option value="{_e(c)}">{_e(c)}</option>' for c in classes)
@@ -70,6 +87,7 @@ def write_results_page(
         entries=entries,
         root=_e(str(dataset_root)),
         total=len(shown),
+        heat=HEAT_SWITCH if maps is not None else "",
         script=SCRIPT,
         style=STYLE,
     )
@@ -77,7 +95,15 @@ def write_results_page(
     return Path(path)
 
 
-def _entry(rank: int, f: ImageFile, true: int, scores: np.ndarray, classes: list[str]) -> str:
+def _entry(
+    rank: int,
+    f: ImageFile,
+    true: int,
+    scores: np.ndarray,
+    classes: list[str],
+    preprocessing: str = "letterbox",
+    maps: tuple[np.ndarray, np.ndarray] | None = None,
+) -> str:
     pred = int(scores.argmax())
     ok = pred == true
     top = list(np.argsort(-scores, kind="stable")[:BARS])
@@ -95,12 +121,20 @@ def _entry(rank: int, f: ImageFile, true: int, scores: np.ndarray, classes: list
         else f'<span class="no">&#10007;</span> {_e(classes[pred])} '
         f'<span class="was">(true: {_e(classes[true])})</span>'
     )
+    pixels = _thumbnail_pixels(f.path, preprocessing)
+    heat, button = "", ""
+    if maps is not None:
+        heat = f' data-heat-pred="{_jpeg(overlay(pixels, maps[0]))}"'
+        if not ok:
+            heat += f' data-heat-true="{_jpeg(overlay(pixels, maps[1]))}"'
+        button = '<button type="button" class="heat">heat map: off</button>'
     return (
         f'<div class="item {"right" if ok else "wrong"}" data-path="{_e(f.relpath)}" '
         f'data-true="{_e(classes[true])}" data-pred="{_e(classes[pred])}" '
         f'data-score="{scores[pred]:.6f}" data-rank="{rank}">'
         f'<img alt="{_e(f.relpath)}" width="{THUMBNAIL}" height="{THUMBNAIL}" '
-        f'src="{_thumbnail(f.path)}">'
+        f'src="{_jpeg(pixels)}"{heat}>'
+        f"{button}"
         f'<div class="path" title="{_e(f.relpath)}">{_e(f.relpath)}</div>'
         f'<div class="verdict">{verdict} <b>{scores[pred]:.2f}</b></div>'
         f'<div class="bars">{bars}</div>'
@@ -109,11 +143,27 @@ def _entry(rank: int, f: ImageFile, true: int, scores: np.ndarray, classes: list
     )
 
 
-def _thumbnail(path: Path) -> str:
+def overlay(pixels: np.ndarray, cam: np.ndarray) -> np.ndarray:
+    """The thumbnail with a map in [0, 1] over it, blue (none) to red (strongest)."""
+    side = pixels.shape[0]
+    big = cv2.resize(cam.astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR)
+    colour = cv2.applyColorMap(np.uint8(np.clip(big, 0, 1) * 255), cv2.COLORMAP_JET)
+    colour = cv2.cvtColor(colour, cv2.COLOR_BGR2RGB)
+    return cv2.addWeighted(pixels, 1 - HEAT_ALPHA, colour, HEAT_ALPHA, 0)
+
+
+def _thumbnail_pixels(path: Path, preprocessing: str = "letterbox") -> np.ndarray:
     try:
-        pixels = load_pixels(Path(path).read_bytes(), THUMBNAIL)
+        return load_pixels(Path(path).read_bytes(), THUMBNAIL, preprocessing)
     except (OSError, ImageError):
-        pixels = np.full((THUMBNAIL, THUMBNAIL, 3), 200, np.uint8)  # gone since the run began
+        return np.full((THUMBNAIL, THUMBNAIL, 3), 200, np.uint8)  # gone since the run began
+
+
+def _thumbnail(path: Path) -> str:
+    return _jpeg(_thumbnail_pixels(path))
+
+
+def _jpeg(pixels: np.ndarray) -> str:
     ok, encoded = cv2.imencode(
         ".jpg", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
     )
@@ -157,7 +207,12 @@ h1 { font-size: 17px; margin: 0 0 4px; }
 .p { text-align: right; font-variant-numeric: tabular-nums; }
 .pick { display: block; margin-top: 4px; font-size: 12px; }
 .pick select { margin-left: 4px; }
+.heat { display: block; margin: 0 auto 4px; font-size: 11px; }
 """
+
+HEAT_SWITCH = """<label>heat maps <select id="heat"><option value="off">off</option>
+<option value="pred">predicted class</option><option value="true">true class</option>
+</select></label>"""
 
 SCRIPT = """
 (function () {
@@ -183,6 +238,7 @@ SCRIPT = """
     }
     get('count').textContent = 'showing ' + visible + ' of ' + items.length + ' images';
     const state = new URLSearchParams({show: show, true: t, pred: p, sort: get('sort').value});
+    if (get('heat')) state.set('heat', get('heat').value);
     try { history.replaceState(null, '', '#' + state); } catch (e) { /* sandboxed frame */ }
   }
   const state = new URLSearchParams(location.hash.slice(1));
@@ -226,6 +282,33 @@ SCRIPT = """
       link.remove();
     } catch (e) { /* the text box has it */ }
   });
+  // Grad-CAM overlays: off → predicted class → true class (where it differs) → off
+  const views = ['off', 'pred', 'true'];
+  const label = {off: 'heat map: off', pred: 'heat map: predicted', true: 'heat map: true class'};
+  function heat(el, view) {
+    const img = el.querySelector('img');
+    if (!img.dataset.heatPred) return;
+    if (!img.dataset.plain) img.dataset.plain = img.src;
+    if (view === 'true' && !img.dataset.heatTrue) view = 'pred';  // right: one class to show
+    img.src = view === 'off' ? img.dataset.plain : (view === 'true' ? img.dataset.heatTrue
+                                                                     : img.dataset.heatPred);
+    el.dataset.heat = view;
+    el.querySelector('.heat').textContent = label[view];
+  }
+  grid.addEventListener('click', (event) => {
+    if (!event.target.classList.contains('heat')) return;
+    const el = event.target.closest('.item');
+    const now = views.indexOf(el.dataset.heat || 'off');
+    let next = views[(now + 1) % views.length];
+    if (next === 'true' && !el.querySelector('img').dataset.heatTrue) next = 'off';
+    heat(el, next);
+  });
+  if (get('heat')) {
+    if (state.has('heat')) get('heat').value = state.get('heat');
+    const all = () => { for (const el of items) heat(el, get('heat').value); };
+    get('heat').addEventListener('change', () => { all(); update(); });
+    if (get('heat').value !== 'off') all();
+  }
   update();
 })();
 """
@@ -251,6 +334,7 @@ PAGE = """<!DOCTYPE html>
 <option value="unsure">least confident first</option>
 <option value="sure">most confident first</option><option value="path">by path</option>
 </select></label>
+{heat}
 <span id="count">{total} images</span>
 <button id="export" type="button">export ticked as CSV</button>
 </div>

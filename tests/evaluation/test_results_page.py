@@ -14,7 +14,8 @@ from mlflow.tracking import MlflowClient
 
 from src.data.folders import find_images
 from src.data.images import read_image
-from src.evaluation.results_page import worst_first, write_results_page
+from src.evaluation.gradcam import ClassMaps
+from src.evaluation.results_page import overlay, worst_first, write_results_page
 from tests.conftest import write_dataset
 
 CHROMIUM = next(
@@ -194,3 +195,59 @@ def test_the_mlflow_ui_opens_the_page_in_its_html_artifact_view(mlflow_server, p
         'class="mlflow-html-iframe"' in f and 'src="blob:' in f and 'sandbox="allow-scripts"' in f
         for f in frames
     ), frames or result.stdout[-2000:]
+
+
+@pytest.fixture
+def page_with_maps(tmp_path) -> Path:
+    """The page of `page`, with Grad-CAM maps: each image's map peaks in a corner of its own."""
+    root = write_dataset(tmp_path / "set", {"dotted": 2, "leopard": 2, "striped": 2})
+    _, files = find_images(root)
+    y_true = [CASES[f.relpath][0] for f in files]
+    scores = np.array([CASES[f.relpath][1] for f in files])
+    predicted = np.zeros((6, 4, 4), np.float16)
+    predicted[:, 0, 0] = 1  # top left
+    true = np.zeros((6, 4, 4), np.float16)
+    true[:, 3, 3] = 1  # bottom right
+    maps = ClassMaps(predicted, true, "featurizer.1.layer4")
+    return write_results_page(
+        tmp_path / "results.html", files, y_true, scores, CLASSES, root, maps=maps
+    )
+
+
+def test_each_card_carries_its_predicted_and_where_wrong_its_true_class_map(page_with_maps):
+    entries = Entries()
+    entries.feed(page_with_maps.read_text())
+    images = re.findall(r"<img [^>]*>", page_with_maps.read_text())
+    assert len(images) == 6 and all("data-heat-pred=" in i for i in images)
+    wrong = [i for i, e in zip(images, entries.items, strict=True) if "wrong" in e["class"]]
+    assert len(wrong) == 2 and all("data-heat-true=" in i for i in wrong)
+    assert sum("data-heat-true=" in i for i in images) == 2  # right ones: one class to show
+    assert all(r.startswith("data:image/jpeg;base64,") for r in entries.resources)
+
+
+def test_overlay_is_red_where_the_map_peaks_and_blue_where_it_is_zero():
+    grey = np.full((128, 128, 3), 128, np.uint8)
+    cam = np.zeros((4, 4), np.float32)
+    cam[0, 0] = 1
+    blended = overlay(grey, cam).astype(int)
+    red, green, blue = blended[5, 5]
+    assert red > blue + 40  # the peak: red
+    red, green, blue = blended[120, 120]
+    assert blue > red + 40  # nothing: blue
+
+
+@needs_chromium
+def test_the_heat_map_switch_shows_every_cards_map_in_chromium(page_with_maps, tmp_path):
+    result = chromium("--dump-dom", page_with_maps.as_uri() + "#heat=true", cwd=tmp_path)
+    dom = result.stdout
+    assert 'id="count">showing 6 of 6 images<' in dom, result.stderr[-2000:]
+    images = re.findall(r"<img [^>]*>", dom)
+    shown = [re.search(r' src="([^"]+)"', i).group(1) for i in images]
+    true = [re.search(r'data-heat-true="([^"]+)"', i) for i in images]
+    pred = [re.search(r'data-heat-pred="([^"]+)"', i).group(1) for i in images]
+    # true class where it differs, else the predicted one: no card keeps its plain thumbnail
+    assert [s == (t.group(1) if t else p) for s, t, p in zip(shown, true, pred, strict=True)] == [
+        True
+    ] * 6
+    buttons = re.findall(r'class="heat">([^<]+)<', dom)
+    assert sorted(buttons) == ["heat map: predicted"] * 4 + ["heat map: true class"] * 2

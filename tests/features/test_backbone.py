@@ -53,9 +53,7 @@ def test_imagenet_without_network_or_cache_names_the_cache_folder(tmp_path, monk
         build_featurizer("resnet18", "imagenet")
 
 
-def test_auto_without_weights_warns_loudly_and_goes_on_random(
-    tmp_path, monkeypatch, caplog, capfd
-):
+def test_auto_without_weights_warns_loudly_and_goes_on_random(tmp_path, monkeypatch, caplog, capfd):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     for key, value in OFFLINE.items():
         monkeypatch.setenv(key, value)

@@ -1,0 +1,69 @@
+"""`classifier.lr=auto`: the range test inside the run, its plot and suggestion logged, then
+refinement with the suggested rate."""
+
+import dataclasses
+import logging
+import tempfile
+from pathlib import Path
+
+import mlflow
+import torch
+
+from src.classifiers.dnn import Refinement
+from src.classifiers.lr_finder import LrFound, RangeTest, find_lr, lr_find_figure
+from src.classifiers.network import ImageClassifier, make_head
+from src.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def range_test_settings(lr_find: dict | None) -> RangeTest:
+    known = {f.name for f in dataclasses.fields(RangeTest)}
+    return RangeTest(**{k: v for k, v in (lr_find or {}).items() if k in known})
+
+
+def run_range_test(job, featurizer, settings: Refinement, dropout, feature_size, test) -> LrFound:
+    """The test on the job's training split with the refinement's own head and settings."""
+    head = make_head("dnn", feature_size, job.num_classes, dropout)
+    model = ImageClassifier(featurizer, head, l2_normalize=False)
+    return find_lr(
+        model,
+        (job.paths("train"), job.labels["train"]),
+        settings,
+        job.size,
+        job.preprocessing,
+        job.device,
+        job.workers,
+        job.seed,
+        test,
+    )
+
+
+def log_range_test(found: LrFound) -> None:
+    """lr_find.png and the suggestion, in the active MLflow run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow.log_artifact(str(lr_find_figure(found, Path(tmp) / "lr_find.png")))
+    mlflow.log_params(
+        {"lr_find.suggested": f"{found.suggested:.4g}", "lr_find.steps_run": len(found.lrs)}
+    )
+
+
+def resolve_lr(job, featurizer, settings: Refinement, dropout, feature_size, lr_find):
+    """`settings` with lr=auto replaced by the range test's suggestion (logged); other
+    values of lr pass through unchanged."""
+    if settings.lr != "auto":
+        try:
+            return dataclasses.replace(settings, lr=float(settings.lr))
+        except (TypeError, ValueError):
+            raise UserError(f"classifier.lr={settings.lr!r}: expected a number or auto") from None
+    if torch.distributed.is_initialized():
+        raise UserError(
+            "classifier.lr=auto runs in one process: run python -m src.lr_find first, then "
+            "torchrun with classifier.lr=<its suggestion>"
+        )
+    found = run_range_test(
+        job, featurizer, settings, dropout, feature_size, range_test_settings(lr_find)
+    )
+    log_range_test(found)
+    log.info(f"lr range test: suggested lr {found.suggested:.3g} (lowest smoothed loss / 10)")
+    return dataclasses.replace(settings, lr=float(f"{found.suggested:.4g}"))

@@ -1,0 +1,103 @@
+"""`python -m src.lr_find [the same overrides as src.run]`: the learning-rate range test.
+
+On the configured data, model and augmentation (classifier=dnn unless another refining
+classifier is given), logged as its own MLflow run with lr_find.png; prints the suggested
+rate and the `src.run` command that uses it. See src/classifiers/lr_finder.py.
+"""
+
+import shlex
+import sys
+from pathlib import Path
+
+import hydra
+import mlflow
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from src.classifiers.auto_lr import log_range_test, range_test_settings, run_range_test
+from src.device import configure, pick_device, resolve_workers
+from src.errors import UserError
+from src.features.backbone import architecture, build_featurizer, check_model, feature_size
+from src.features.model_options import register_model_options
+from src.overrides import as_typed
+from src.tracking import mlflow_run
+
+register_model_options()  # model=NAME for every torchvision model: before hydra.main composes
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    try:
+        find(cfg)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+def find(cfg: DictConfig) -> float:
+    # src.run's own helpers: the same data, split and job as a run with these overrides
+    from src.pipeline import dataset_root, make_job, prepare, refinement
+
+    c = cfg.classifier
+    if c.name == "svm":
+        raise UserError("the lr range test refines a network: add classifier=dnn")
+    uri = mlflow_run.resolve_uri(cfg.tracking.uri, Path.cwd())
+    mlflow_run.check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    arch = architecture(cfg.model)
+    check_model(arch, int(cfg.resolution.size))
+    device = pick_device(cfg.device)
+    configure(device)
+    workers = resolve_workers(cfg.num_workers, device)
+    torch.manual_seed(cfg.seed)
+    root = dataset_root(cfg.dataset)
+    experiment = cfg.tracking.experiment or cfg.dataset.name or root.name
+    experiment_id = mlflow_run.experiment_id(uri, experiment)
+    name = f"lr_find-{cfg.model.name}-{cfg.resolution.size}px"
+    tags = {"classifier": c.name, "model": cfg.model.name, "dataset": experiment, "lr_find": "true"}
+    with mlflow_run.tracked_run(experiment_id, name, tags) as run:
+        config = OmegaConf.to_container(cfg, resolve=True)
+        mlflow_run.log_config(config, OmegaConf.to_yaml(config))
+        data = prepare(cfg, root, workers)
+        featurizer, _ = build_featurizer(arch, cfg.model.weights, cfg.resolution.size)
+        job = make_job(cfg, data, device, workers)
+        settings = refinement(c)
+        found = run_range_test(
+            job,
+            featurizer,
+            settings,
+            c.dropout,
+            feature_size(arch),
+            range_test_settings(c.get("lr_find")),
+        )
+        log_range_test(found)
+    overrides = [
+        as_typed(o) for o in HydraConfig.get().overrides.task if not o.startswith("classifier.lr=")
+    ]
+    if not any(o.startswith("classifier=") for o in overrides):
+        overrides.insert(0, "classifier=dnn")
+    command = shlex.join(
+        ["python", "-m", "src.run", *overrides, f"classifier.lr={found.suggested:.3g}"]
+    )
+    print(
+        f"\nsuggested learning rate: {found.suggested:.3g} (lowest smoothed loss "
+        f"at {found.suggested * 10:.3g}, divided by 10; {len(found.lrs)} steps"
+        + (", stopped at divergence" if found.stopped_early else "")
+        + ")\n"
+        f"  plot: lr_find.png of run {run.info.run_id}, "
+        f"{mlflow_run.runs_url(uri, run.info.experiment_id, run.info.run_id)}\n"
+        f"  train with it: {command}\n"
+        "  (or classifier.lr=auto: the test runs inside the training run)"
+    )
+    return found.suggested
+
+
+if __name__ == "__main__":
+    from src.run import start  # the same command-line check as src.run
+
+    args = sys.argv[1:]
+    if not any(a.startswith("classifier=") for a in args):
+        args = ["classifier=dnn", *args]  # the test is about refining
+    sys.argv[1:] = start(args)
+    main()
