@@ -20,6 +20,7 @@ from benchmarks import pipeline, sweeps, training
 from benchmarks.common import BENCH_DIR, machine, markdown_table, photo_set, texture_set
 from src.device import configure, pick_device, resolve_workers
 from src.pipeline import featurize_batch_size
+from src.precision import resolve_precision
 
 SIZES = {
     "quick": {
@@ -91,6 +92,7 @@ def run(names, size: str, device: torch.device) -> dict:
                 workers,
                 device,
                 s["naive_images"],
+                precision=resolve_precision("auto", device),
             )
             forward_rates = {r["model"]: r["pure forward img/s"] for r in rows}
         elif name == "data":
@@ -129,8 +131,9 @@ def refinement(s: dict, device: torch.device, workers: int) -> list[dict]:
     the same model and batch (channels-last, as `refine` runs)."""
     paths, labels = texture_set(s["refine_images"])
     batch = 16  # conf/resolution/224.yaml's train_batch_size, the original's
+    precision = resolve_precision("auto", device)  # what src.run trains in here by default
     ceilings = [
-        training.train_step("resnet18", SIZE, batch, False, layout, s["train_steps"], device)
+        training.train_step("resnet18", SIZE, batch, precision, layout, s["train_steps"], device)
         for layout in (True, False)
     ]
     epochs = training.refine_epochs(
@@ -141,7 +144,7 @@ def refinement(s: dict, device: torch.device, workers: int) -> list[dict]:
         SIZE,
         batch,
         s["refine_epochs"],
-        True,
+        precision,
         device,
         workers,
     )

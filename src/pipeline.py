@@ -49,6 +49,7 @@ from src.evaluation.metrics import evaluate
 from src.evaluation.results_page import write_results_page
 from src.features.backbone import build_featurizer, feature_size
 from src.features.cache import cached_features
+from src.precision import detect_native_bf16, resolve_precision
 from src.resume import checkpoint_path, interrupted_message, resume_state, what_is_kept
 from src.tracking import mlflow_run
 from src.tracking.epochs import EpochLogger, log_missing_epochs
@@ -98,6 +99,7 @@ def pipeline(cfg: DictConfig, device: torch.device, ranks: Ranks = distributed.S
     mlflow.set_tracking_uri(uri)
     configure(device, ranks.local_world_size)
     workers = resolve_workers(cfg.num_workers, device)
+    precision = resolve_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     root = dataset_root(cfg.dataset)
     experiment = cfg.tracking.experiment or cfg.dataset.name or root.name
@@ -127,6 +129,13 @@ def pipeline(cfg: DictConfig, device: torch.device, ranks: Ranks = distributed.S
             config = OmegaConf.to_container(cfg, resolve=True)
             if config["trial"]["storage"]:  # no database password in the run's params
                 config["trial"]["storage"] = redact(config["trial"]["storage"])
+            config["precision"] = precision  # what ran; the tags say what was asked and why
+            mlflow.set_tags(
+                {
+                    "precision.requested": cfg.precision,
+                    "precision.native_bf16": str(detect_native_bf16(device)).lower(),
+                }
+            )
             name = (
                 f"config_resumed_at_epoch_{resume['epoch'] + 1}.yaml" if resume else "config.yaml"
             )
@@ -142,7 +151,7 @@ def pipeline(cfg: DictConfig, device: torch.device, ranks: Ranks = distributed.S
             featurizer, weights = build_featurizer(cfg.model.name, cfg.model.weights)
             mlflow.set_tag("pretrained", str(weights.pretrained).lower())
             mlflow_run.log_params_once({"model.weights_identity": weights.identity})
-            job = make_job(cfg, data, device, workers)
+            job = make_job(cfg, data, device, workers, precision)
             fitted = fit(cfg, job, featurizer, weights, run.info.run_id, resume, link, ranks)
             if link and link.pruned_at is not None:
                 mlflow.set_tags({"optuna.state": "PRUNED", "optuna.pruned": "true"})
@@ -173,13 +182,14 @@ def follow(cfg: DictConfig, device: torch.device, ranks: Ranks) -> float:
         return math.nan  # nothing to share out: rank 0 makes the whole run
     configure(device, ranks.local_world_size)
     workers = resolve_workers(cfg.num_workers, device)
+    precision = resolve_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     resume_from = ranks.broadcast(None)  # once rank 0 has checked and prepared the data
     data = prepare(cfg, dataset_root(cfg.dataset), workers)
     featurizer, _ = build_featurizer(cfg.model.name, cfg.model.weights)
     c = cfg.classifier
     refine_network(
-        make_job(cfg, data, device, workers),
+        make_job(cfg, data, device, workers, precision),
         featurizer,
         refinement(c),
         c.dropout,
@@ -202,17 +212,24 @@ def fit(cfg, job: Job, featurizer, weights, run_id: str, resume, link, ranks) ->
             "size": job.size,
             "preprocessing": job.preprocessing,
             "seed": None if weights.pretrained else cfg.seed,  # random weights differ per seed
+            "precision": job.precision,  # bf16 features differ from fp32 ones in the 3rd digit
         }
         files = [f for s in SPLITS for f in job.files[s]]
+        rates = []  # filled when the features are computed, not found
+
+        def compute():
+            features, rate = job.timed_outputs(featurizer, job.all_paths(), "featurising")
+            rates.append(rate)
+            return features
+
         features, hit = cached_features(
-            Path(cfg.paths.cache_dir) / "features",
-            identity,
-            files,
-            lambda: job.outputs(featurizer, job.all_paths(), "featurising"),
+            Path(cfg.paths.cache_dir) / "features", identity, files, compute
         )
         if hit:
             log.info(f"features: found in the cache, featurisation skipped ({len(files)} images)")
-        return fit_svm(job, featurizer, features, list(c.C_values), c.l2_normalize)
+        fitted = fit_svm(job, featurizer, features, list(c.C_values), c.l2_normalize)
+        fitted.featurize_images_per_second = rates[0] if rates else None
+        return fitted
 
     if c.name not in ("dnn", "svm_dnn_refined"):
         raise UserError(f"classifier={c.name} is not one of svm, dnn, svm_dnn_refined")
@@ -282,6 +299,8 @@ def finish(cfg, job: Job, data: PreparedData, fitted: Fitted, out: Path) -> dict
     """Evaluate every split, log the figures and the served model; returns the reports."""
     if fitted.svm is not None:
         log_svm_selection(list(cfg.classifier.C_values), fitted.svm, out)
+    if fitted.featurize_images_per_second is not None:
+        mlflow.log_metric("time/featurize_images_per_second", fitted.featurize_images_per_second)
     reports = {s: evaluate(job.labels[s], softmax(fitted.logits[s]), data.classes) for s in SPLITS}
     log_evaluation(
         reports, data.classes, out, frozenset(EPOCH_METRICS) if fitted.refined else frozenset()
@@ -304,13 +323,14 @@ def finish(cfg, job: Job, data: PreparedData, fitted: Fitted, out: Path) -> dict
         job.preprocessing,
         cfg.classifier.get("dropout", 0.0),
     )
+    spec["precision"] = job.precision  # trained in; the served model picks its own (auto)
     first_test = job.files["test"][0].path.read_bytes()
     log_model(spec, encode_jpeg(load_pixels(first_test, job.size, job.preprocessing)))
     mlflow.log_artifacts(str(out))
     return reports
 
 
-def make_job(cfg, data: PreparedData, device, workers: int) -> Job:
+def make_job(cfg, data: PreparedData, device, workers: int, precision: str) -> Job:
     files = {s: data.subset(s) for s in SPLITS}
     return Job(
         files=files,
@@ -322,6 +342,7 @@ def make_job(cfg, data: PreparedData, device, workers: int) -> Job:
         device=device,
         workers=workers,
         seed=cfg.seed,
+        precision=precision,
     )
 
 

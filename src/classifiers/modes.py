@@ -10,6 +10,7 @@ computes them. Under torchrun (`ranks`), every process refines, and rank 0 alone
 score and fit the SVM.
 """
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,7 @@ class Job:
     device: torch.device
     workers: int
     seed: int
+    precision: str = "fp32"  # what forward passes compute in: fp32 | bf16 | fp16
 
     def paths(self, split: str) -> list[Path]:
         return [f.path for f in self.files[split]]
@@ -57,8 +59,15 @@ class Job:
             self.batch_size,
             self.workers,
             self.device,
-            desc=desc,
+            desc,
+            self.precision,
         )
+
+    def timed_outputs(self, model: nn.Module, paths: list[Path], desc: str):
+        """`outputs`, and the images per second it took them (decoding included)."""
+        started = time.perf_counter()
+        outputs = self.outputs(model, paths, desc)
+        return outputs, len(paths) / max(time.perf_counter() - started, 1e-9)
 
 
 @dataclass
@@ -68,6 +77,7 @@ class Fitted:
     logits: dict[str, np.ndarray]  # by split
     svm: SvmFit | None = None
     refined: Refined | None = None
+    featurize_images_per_second: float | None = None  # None: the features came from the cache
 
 
 def fit_svm(
@@ -85,9 +95,11 @@ def fit_svm(
 
 
 def fit_dnn(job: Job, model: ImageClassifier, refined: Refined) -> Fitted:
-    """dnn: the refined network itself, scored on every split."""
+    """dnn: the refined network itself, scored on every split (its featurisation)."""
+    started = time.perf_counter()
     logits = {s: job.outputs(model, job.paths(s), f"scoring {s}") for s in SPLITS}
-    return Fitted(model, "dnn", logits, refined=refined)
+    rate = len(job.all_paths()) / max(time.perf_counter() - started, 1e-9)
+    return Fitted(model, "dnn", logits, refined=refined, featurize_images_per_second=rate)
 
 
 def fit_svm_dnn_refined(
@@ -98,9 +110,9 @@ def fit_svm_dnn_refined(
     l2_normalize: bool,
 ) -> Fitted:
     """svm_dnn_refined: the linear SVM on the refined network's pooled features."""
-    features = job.outputs(model.featurizer, job.all_paths(), "featurising (refined)")
+    features, rate = job.timed_outputs(model.featurizer, job.all_paths(), "featurising (refined)")
     fitted = fit_svm(job, model.featurizer, features, C_values, l2_normalize)
-    fitted.refined = refined
+    fitted.refined, fitted.featurize_images_per_second = refined, rate
     return fitted
 
 
@@ -132,5 +144,6 @@ def refine_network(
         checkpoint,
         resume,
         ranks,
+        job.precision,
     )
     return model, refined
