@@ -120,6 +120,13 @@ def test_the_served_model_picks_its_precision_where_it_loads_and_bf16_scores_as_
     assert np.abs(scores["fp32"] - scores["bf16"]).max() < 0.02  # probabilities
     monkeypatch.setenv("IMGSWEEP_PRECISION", "fp32")  # the serving machine's override
     assert load_image_classifier(f"runs:/{trained.run_id}/model").precision == "fp32"
+    output = photos.parent / "never-written.csv"
+    with pytest.raises(UserError, match="^precision=fp16 runs on GPUs only"):
+        predict(
+            [f"model=runs:/{trained.run_id}/model", f"input={photos}", f"output={output}"]
+            + [f"tracking_uri={trained.uri}", "precision=fp16"]
+        )
+    assert not output.exists()
 
 
 def test_a_missing_input_is_an_error_before_the_model_is_loaded_and_nothing_is_written(tmp_path):
