@@ -72,20 +72,23 @@ def forward(archs, batch_sizes, rounds: int, images: int) -> list[dict]:
     return rows
 
 
-def featurisation(archs, paths, batch: int, workers: int, rounds: int, auto: str) -> list[dict]:
+def featurisation(archs, paths, batches: dict, workers: int, rounds: int, auto: str) -> list[dict]:
+    """Each precision at the batch src.run featurises with in it (`batches`)."""
     rows = []
     for arch in archs:
         model = prepare_for_inference(build_featurizer(arch, "none")[0], CPU)
         rates, features = {"fp32": [], auto: []}, {}
-        featurize(model, paths[:batch], SIZE, "letterbox", batch, workers, CPU, "", auto)
+        featurize(model, paths[:8], SIZE, "letterbox", batches[auto], workers, CPU, "", auto)
         for _ in range(rounds):
             for precision in rates:
                 started = time.perf_counter()
+                batch = batches[precision]
                 features[precision] = featurize(
                     model, paths, SIZE, "letterbox", batch, workers, CPU, "", precision
                 )
                 rates[precision].append(len(paths) / (time.perf_counter() - started))
-        result = row(f"{arch} featurisation end to end, batch {batch}", "img/s", rates, auto)
+        sizes = f"batch {batches['fp32']} (fp32), {batches[auto]} ({auto})"
+        result = row(f"{arch} featurisation end to end, {sizes}", "img/s", rates, auto)
         a, b = features["fp32"], features[auto]
         cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
         result["parity"] = f"cosine {cosine.mean():.5f}"
@@ -156,7 +159,8 @@ def main(argv=None) -> None:
     configure(CPU)
     workers = resolve_workers("auto", CPU)
     auto = resolve_precision("auto", CPU)
-    batch = featurize_batch_size(OmegaConf.load(CONF / "resolution" / "224.yaml"), CPU)
+    default = OmegaConf.load(CONF / "resolution" / "224.yaml")
+    batches = {p: featurize_batch_size(default, CPU, p) for p in ("fp32", auto)}
     quick = args.quick
     archs = ("resnet18",) if quick else ("resnet18", "resnet50")
     load_before = os.getloadavg()[0]
@@ -167,7 +171,7 @@ def main(argv=None) -> None:
         rows += forward(archs, (8,) if quick else (8, 16, 32), args.rounds, 8 if quick else 32)
     if "featurisation" in only:
         paths, _ = texture_set(8 if quick else 32)
-        rows += featurisation(archs, paths, batch, workers, args.rounds, auto)
+        rows += featurisation(archs, paths, batches, workers, args.rounds, auto)
     if "refinement" in only:
         paths, labels = texture_set(12 if quick else 35)
         rows += refinement(paths, labels, args.rounds, workers)
