@@ -81,3 +81,16 @@ def test_autocast_runs_matrix_products_in_the_chosen_format():
         assert layer(x).dtype == torch.bfloat16
     with precision.autocast(torch.device("cpu"), "fp32"):
         assert layer(x).dtype == torch.float32
+
+
+def test_bf16_featurises_on_the_cpu_in_batches_twice_the_fp32_size():
+    from omegaconf import OmegaConf
+
+    from src.pipeline import featurize_batch_size
+    from tests.conftest import ROOT
+
+    resolution = OmegaConf.load(ROOT / "conf" / "resolution" / "224.yaml")
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert featurize_batch_size(resolution, cpu, "fp32") == 8
+    assert featurize_batch_size(resolution, cpu, "bf16") == 16  # half the bytes per activation
+    assert featurize_batch_size(resolution, gpu, "bf16") == resolution.featurize_batch_size
