@@ -23,6 +23,7 @@ from benchmarks import pipeline, training
 from benchmarks.common import machine, markdown_table, texture_set
 from src.data.presets import augment, load_pixels
 from src.device import configure, resolve_workers
+from src.precision import resolve_precision
 
 SIZE = 224
 
@@ -37,6 +38,7 @@ def main() -> None:
     configure(device)
     workers = resolve_workers("auto", device)
     cuda = device.type == "cuda"
+    mixed = resolve_precision("auto", device)  # what src.run computes in here by default
     unique, repeat = (48, 1) if args.quick else (640, 8)
     files, labels = texture_set(unique)
     # The files listed `repeat` times: every item is still read and decoded, and an epoch
@@ -51,21 +53,23 @@ def main() -> None:
     )
     result["train_step"] = []
     for arch, batch in configs:
-        for amp in (True, False):
+        for precision in (mixed, "fp32"):
             for channels_last in (True, False):
-                row = training.train_step(arch, SIZE, batch, amp, channels_last, steps, device)
+                row = training.train_step(
+                    arch, SIZE, batch, precision, channels_last, steps, device
+                )
                 result["train_step"].append(row)
                 print(f"train step: {row}", flush=True)
 
     result["refine"] = []
     refine_batch = 64 if cuda else 4
-    for amp in (True, False):
+    for precision in (mixed, "fp32"):
         step = next(
             r["img/s"]
             for r in result["train_step"]
             if r["model"] == ("resnet50" if cuda else "resnet18")
             and r["batch"] == refine_batch
-            and r["amp"] == (amp and cuda)
+            and r["precision"] == precision
             and r["channels-last"]
         )
         epochs = training.refine_epochs(
@@ -76,7 +80,7 @@ def main() -> None:
             SIZE,
             refine_batch,
             1 if args.quick else 2,
-            amp,
+            precision,
             device,
             workers,
         )
@@ -86,7 +90,14 @@ def main() -> None:
             print(f"refine: {row}", flush=True)
 
     result["featurize"] = pipeline.featurisation(
-        paths, ("resnet18", "resnet50"), SIZE, 128 if cuda else 4, workers, device, 0
+        paths,
+        ("resnet18", "resnet50"),
+        SIZE,
+        128 if cuda else 4,
+        workers,
+        device,
+        0,
+        precision=mixed,
     )
 
     datas = [p.read_bytes() for p in files[:200]]

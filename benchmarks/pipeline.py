@@ -24,13 +24,8 @@ from src.data.loader import EpochSampler, ImageDataset, SeededItems, make_loader
 from src.data.presets import augment, colour_jitter, letterbox, load_pixels
 from src.features.backbone import build_featurizer
 from src.features.cache import cached_features
-from src.features.featurize import (
-    autocast,
-    featurize,
-    image_files,
-    precision_name,
-    prepare_for_inference,
-)
+from src.features.featurize import featurize, image_files, prepare_for_inference
+from src.precision import autocast
 
 FEATURISE_TARGET = 0.85  # end to end / pure forward, CPU, 224 px (issue 7)
 CACHE_TARGET = 20  # second run / first run speed-up
@@ -38,16 +33,16 @@ MEMORY_TARGET_MB = 1500  # peak RSS above the model's own footprint, 5,000 image
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def pure_forward(model, batch: int, size: int, device, repeats: int) -> float:
+def pure_forward(model, batch: int, size: int, device, repeats: int, precision="fp32") -> float:
     """Images/s of the model alone on random uint8 pixels: the ceiling for featurisation."""
     pixels = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8, device=device)
-    with torch.inference_mode(), autocast(device):
+    with torch.inference_mode(), autocast(device, precision):
         seconds(lambda: model(pixels))  # warm-up: kernels chosen, memory allocated
         return repeats * batch / seconds(lambda: model(pixels), repeats)
 
 
 def featurisation(
-    paths, archs, size, batch, workers, device, naive_images, repeats=2
+    paths, archs, size, batch, workers, device, naive_images, repeats=2, precision="fp32"
 ) -> list[dict]:
     """Benchmark 1: files → features against the pure forward pass, and the naive way.
 
@@ -57,22 +52,26 @@ def featurisation(
     for arch in archs:
         featurizer, _ = build_featurizer(arch, "none")
         model = prepare_for_inference(featurizer, device)
-        featurize(model, paths[:batch], size, "letterbox", batch, workers, device)  # warm-up
+        warm_up = paths[:batch]  # kernels chosen, memory allocated
+        featurize(model, warm_up, size, "letterbox", batch, workers, device, "", precision)
         # the default worker count, and one worker (the CPU default before issue 7) to compare
         counts = [workers] if workers == 1 else [workers, 1]
         forward, end_to_end = 0.0, dict.fromkeys(counts, 0.0)
         for _ in range(repeats):
-            forward = max(forward, pure_forward(model, batch, size, device, len(paths) // batch))
+            forward = max(
+                forward, pure_forward(model, batch, size, device, len(paths) // batch, precision)
+            )
             for count in counts:
                 took = seconds(
                     lambda m=model, c=count: featurize(
-                        m, paths, size, "letterbox", batch, c, device
+                        m, paths, size, "letterbox", batch, c, device, "featurising", precision
                     )
                 )
                 end_to_end[count] = max(end_to_end[count], len(paths) / took)
         row = {
             "model": arch,
             "batch": batch,
+            "precision": precision,
             "images": len(paths),
             "pure forward img/s": forward,
             "end to end img/s": end_to_end[workers],
@@ -189,7 +188,7 @@ def feature_cache(root: Path, size: int, batch: int, workers: int, device) -> li
     files = [replace(f, digest=content_digest(f.path)) for f in files]  # as prepare_dataset
     featurizer, _ = build_featurizer("resnet18", "none")
     identity = {"arch": "resnet18", "weights": "none", "size": size, "preprocessing": "letterbox"}
-    numerics = (device.type, precision_name(device))
+    numerics = (device.type, "fp32")  # featurize computes in fp32 unless told otherwise
     paths = [f.path for f in files]
 
     def compute():

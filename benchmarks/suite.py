@@ -20,6 +20,7 @@ from benchmarks import pipeline, sweeps, training
 from benchmarks.common import BENCH_DIR, machine, markdown_table, photo_set, texture_set
 from src.device import configure, pick_device, resolve_workers
 from src.pipeline import featurize_batch_size
+from src.precision import resolve_precision
 
 SIZES = {
     "quick": {
@@ -75,7 +76,9 @@ def run(names, size: str, device: torch.device) -> dict:
     s = SIZES[size]
     # the batch src.run featurises with on this device at the default resolution
     default = OmegaConf.load(CONF / "resolution" / "224.yaml")
-    batch = s.get("featurise_batch") or featurize_batch_size(default, device)
+    batch = s.get("featurise_batch") or featurize_batch_size(
+        default, device, resolve_precision("auto", device)
+    )
     results = {"size": size, "machine": machine(device, workers), "benchmarks": {}}
     forward_rates = {}
     for name in names:
@@ -91,6 +94,7 @@ def run(names, size: str, device: torch.device) -> dict:
                 workers,
                 device,
                 s["naive_images"],
+                precision=resolve_precision("auto", device),
             )
             forward_rates = {r["model"]: r["pure forward img/s"] for r in rows}
         elif name == "data":
@@ -129,8 +133,9 @@ def refinement(s: dict, device: torch.device, workers: int) -> list[dict]:
     the same model and batch (channels-last, as `refine` runs)."""
     paths, labels = texture_set(s["refine_images"])
     batch = 16  # conf/resolution/224.yaml's train_batch_size, the original's
+    precision = resolve_precision("auto", device)  # what src.run trains in here by default
     ceilings = [
-        training.train_step("resnet18", SIZE, batch, False, layout, s["train_steps"], device)
+        training.train_step("resnet18", SIZE, batch, precision, layout, s["train_steps"], device)
         for layout in (True, False)
     ]
     epochs = training.refine_epochs(
@@ -141,7 +146,7 @@ def refinement(s: dict, device: torch.device, workers: int) -> list[dict]:
         SIZE,
         batch,
         s["refine_epochs"],
-        True,
+        precision,
         device,
         workers,
     )

@@ -12,6 +12,7 @@ from src.command_line import REQUIRED, at_least, parse_arguments, run_command, u
 from src.deployment.batch_predict import find_inputs, predict_files
 from src.deployment.loading import load_image_classifier, needs_tracking_store
 from src.device import configure, resolve_workers
+from src.precision import resolve_precision
 
 
 def predict(argv: list[str]) -> None:
@@ -23,6 +24,7 @@ def predict(argv: list[str]) -> None:
             "output": "predictions.csv",
             "batch_size": 32,
             "num_workers": "auto",  # image-decoding processes, as src.run's num_workers
+            "precision": None,  # fp32 | bf16 | auto; None: the model's own choice (auto)
             "tracking_uri": None,
         },
     )
@@ -33,6 +35,8 @@ def predict(argv: list[str]) -> None:
         use_tracking_store(arguments["tracking_uri"])
     model = load_image_classifier(arguments["model"])
     configure(model.device)
+    if arguments["precision"] is not None:
+        model.precision = resolve_precision(arguments["precision"], model.device)
     workers = resolve_workers(workers, model.device)
     output = Path(arguments["output"])
     scored, unreadable = predict_files(model, paths, output, batch_size, workers)

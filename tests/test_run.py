@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from src.precision import cpu_flags, native_bf16
 from tests.conftest import image_bytes, run_cli, write_colour_dataset, write_dataset
 
 ARTIFACTS = {
@@ -83,6 +84,16 @@ def test_run_finishes_with_metrics_params_tags_and_artifacts(default_run):
     assert run.info.run_id in result.stdout and "#/experiments/" in result.stdout
 
 
+def test_run_records_the_precision_it_ran_in_and_its_featurisation_speed(default_run):
+    tmp, _ = default_run
+    _, run = only_run(tmp)
+    native = native_bf16("cpu", cpu_flags(), False)  # this machine's answer, as the run's
+    assert run.data.params["precision"] == ("bf16" if native else "fp32")
+    assert run.data.tags["precision.requested"] == "auto"
+    assert run.data.tags["precision.native_bf16"] == str(native).lower()
+    assert run.data.metrics["time/featurize_images_per_second"] > 0
+
+
 def test_split_artifact_lists_every_image_once(default_run):
     tmp, _ = default_run
     client, run = only_run(tmp)
@@ -121,6 +132,9 @@ def test_rerun_with_other_classifier_settings_reuses_the_cached_features(default
     result = run_cli("classifier.C_values=[0.1,1]", "tracking.experiment=rerun", tmp=tmp)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "found in the cache, featurisation skipped" in result.stdout
+    client = MlflowClient(f"sqlite:///{tmp}/mlruns/mlflow.db")
+    (rerun,) = client.search_runs([client.get_experiment_by_name("rerun").experiment_id])
+    assert "time/featurize_images_per_second" not in rerun.data.metrics  # nothing featurised
 
 
 def test_a_class_without_test_images_logs_nothing_there_and_the_scores_are_calibrated(tmp_path):

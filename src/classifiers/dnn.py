@@ -35,7 +35,8 @@ from src.data.loader import EpochSampler, ImageDataset, SeededItems, make_loader
 from src.data.presets import augment, load_pixels
 from src.errors import UserError
 from src.evaluation.metrics import class_avg_accuracy
-from src.features.featurize import amp_dtype, autocast, featurize_batches, image_files
+from src.features.featurize import featurize_batches, image_files
+from src.precision import autocast, needs_grad_scaler
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,6 @@ class Refinement:
     crop: float = 0.9
     jitter: float = 0.2
     hflip: bool = False
-    amp: bool = True
     compile: bool = False
     sync_batchnorm: bool = False  # under torchrun on GPUs: batch statistics over all processes
 
@@ -85,8 +85,10 @@ def refine(
     checkpoint: Path | None = None,
     resume: dict | None = None,
     ranks: Ranks = SINGLE,
+    precision: str = "fp32",
 ) -> Refined:
-    """Train `model` in place; it ends holding the best epoch's weights."""
+    """Train `model` in place; it ends holding the best epoch's weights. `precision`: what
+    the forward passes compute in (src/precision.py); weights and the loss stay fp32."""
     train_paths, train_labels = train
     batch_size = ranks.batch_share(
         _clamp_batch_size(settings.batch_size, len(train_paths), ranks.world_size)
@@ -111,9 +113,9 @@ def refine(
         len(sampler) % batch_size > 0 and not lone_last_batch(len(sampler), batch_size)
     )
     scheduler = make_scheduler(optimizer, settings, steps_per_epoch)
-    half = autocast(device, settings.amp)
+    half = autocast(device, precision)
     # fp16 needs its gradients scaled to stay representable; bf16 and fp32 do not
-    scaler = torch.amp.GradScaler(enabled=amp_dtype(device, settings.amp) == torch.float16)
+    scaler = torch.amp.GradScaler(device.type, enabled=needs_grad_scaler(precision))
 
     history, best_state, start = [], None, 0
     if resume is not None:
@@ -147,7 +149,7 @@ def refine(
             )
         )
         training_seconds = time.perf_counter() - started
-        val_metrics = validate(model, val_loader, val[1], device, ranks)
+        val_metrics = validate(model, val_loader, val[1], device, ranks, precision)
         seconds = time.perf_counter() - started
         metrics = {
             "train/loss": loss_sum / max(seen, 1),
@@ -260,9 +262,11 @@ def epoch_loaders(
     return items, train_loader, val_loader
 
 
-def validate(model, loader, labels, device, ranks: Ranks = SINGLE) -> dict[str, float]:
+def validate(
+    model, loader, labels, device, ranks: Ranks = SINGLE, precision: str = "fp32"
+) -> dict[str, float]:
     """Scores on the validation set, gathered from every process's share."""
-    logits = featurize_batches(model, loader, device, desc="validating")
+    logits = featurize_batches(model, loader, device, "validating", precision)
     logits = ranks.gather_rows(logits)
     loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
     predicted = logits.argmax(1)

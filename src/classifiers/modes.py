@@ -11,6 +11,7 @@ score and fit the SVM.
 """
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,7 @@ class Job:
     device: torch.device
     workers: int
     seed: int
+    precision: str = "fp32"  # what forward passes compute in: fp32 | bf16 | fp16
 
     def paths(self, split: str) -> list[Path]:
         return [f.path for f in self.files[split]]
@@ -63,7 +65,8 @@ class Job:
             self.batch_size,
             self.workers,
             self.device,
-            desc=desc,
+            desc,
+            self.precision,
         )
 
     def scores_and_maps(self, model: nn.Module, split: str) -> tuple[np.ndarray, ClassMaps | None]:
@@ -84,6 +87,12 @@ class Job:
             log.warning(f"no Grad-CAM heat maps on the results page: {error}")
             return self.outputs(model, self.paths(split), f"scoring {split}"), None
 
+    def timed_outputs(self, model: nn.Module, paths: list[Path], desc: str):
+        """`outputs`, and the images per second it took them (decoding included)."""
+        started = time.perf_counter()
+        outputs = self.outputs(model, paths, desc)
+        return outputs, len(paths) / max(time.perf_counter() - started, 1e-9)
+
 
 @dataclass
 class Fitted:
@@ -94,6 +103,7 @@ class Fitted:
     refined: Refined | None = None
     temperature: float = 1.0  # the scores' calibration, built into the model's last layer
     maps: ClassMaps | None = None  # Grad-CAM of the test split (predicted and true class)
+    featurize_images_per_second: float | None = None  # None: the features came from the cache
 
 
 def fit_svm(
@@ -125,12 +135,24 @@ def fit_dnn(job: Job, model: ImageClassifier, refined: Refined) -> Fitted:
     temperature fitted on validation (built into its last layer, so served scores are the
     calibrated ones; the validation ECE is then in-sample, the test ECE is the honest one).
     The test split is scored last, by the calibrated network, with its maps in that pass."""
+    started = time.perf_counter()
     logits = {s: job.outputs(model, job.paths(s), f"scoring {s}") for s in ("train", "val")}
+    rate = sum(len(job.paths(s)) for s in ("train", "val")) / max(
+        time.perf_counter() - started, 1e-9
+    )  # the network's featurisation speed, without the test split's Grad-CAM pass
     temperature = fit_temperature(logits["val"], job.labels["val"])
     scale_linear(model.head[-1], temperature)
     logits = {s: scores * temperature for s, scores in logits.items()}
     logits["test"], maps = job.scores_and_maps(model, "test")
-    return Fitted(model, "dnn", logits, refined=refined, temperature=temperature, maps=maps)
+    return Fitted(
+        model,
+        "dnn",
+        logits,
+        refined=refined,
+        temperature=temperature,
+        maps=maps,
+        featurize_images_per_second=rate,
+    )
 
 
 def fit_svm_dnn_refined(
@@ -141,9 +163,9 @@ def fit_svm_dnn_refined(
     l2_normalize: bool,
 ) -> Fitted:
     """svm_dnn_refined: the linear SVM on the refined network's pooled features."""
-    features = job.outputs(model.featurizer, job.all_paths(), "featurising (refined)")
+    features, rate = job.timed_outputs(model.featurizer, job.all_paths(), "featurising (refined)")
     fitted = fit_svm(job, model.featurizer, features, C_values, l2_normalize)
-    fitted.refined = refined
+    fitted.refined, fitted.featurize_images_per_second = refined, rate
     return fitted
 
 
@@ -175,5 +197,6 @@ def refine_network(
         checkpoint,
         resume,
         ranks,
+        job.precision,
     )
     return model, refined

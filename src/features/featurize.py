@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from src.data.loader import ImageDataset, make_loader
 from src.data.presets import load_pixels
+from src.precision import autocast
 
 
 def featurize(
@@ -21,11 +22,13 @@ def featurize(
     num_workers: int,
     device: torch.device,
     desc: str = "featurising",
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Features (N, D) float32 in the order of `paths`; NaN rows for files that failed to
-    decode. Worker processes decode while the model computes; only uint8 pixels travel."""
+    decode. Worker processes decode while the model computes; only uint8 pixels travel.
+    `precision`: what the forward pass computes in (src/precision.py)."""
     loader = make_loader(image_files(paths, size, mode), batch_size, num_workers, device)
-    return featurize_batches(featurizer, loader, device, desc)
+    return featurize_batches(featurizer, loader, device, desc, precision)
 
 
 def image_files(paths: list[Path], size: int, mode: str) -> ImageDataset:
@@ -34,7 +37,11 @@ def image_files(paths: list[Path], size: int, mode: str) -> ImageDataset:
 
 
 def featurize_batches(
-    featurizer: nn.Module, loader, device: torch.device, desc: str = "featurising"
+    featurizer: nn.Module,
+    loader,
+    device: torch.device,
+    desc: str = "featurising",
+    precision: str = "fp32",
 ) -> np.ndarray:
     """`featurize` on a loader of `ImageDataset` batches (one kept across epochs, say).
 
@@ -43,7 +50,11 @@ def featurize_batches(
     featurizer = prepare_for_inference(featurizer, device)
     count = len(loader.dataset)
     features, previous = None, None
-    with torch.inference_mode(), autocast(device), tqdm(total=count, desc=desc, unit="img") as bar:
+    with (
+        torch.inference_mode(),
+        autocast(device, precision),
+        tqdm(total=count, desc=desc, unit="img") as bar,
+    ):
         for pixels, _, index in loader:
             batch = featurizer(pixels.to(device, non_blocking=True)).float()
             queued = (index, batch.to("cpu", non_blocking=True), copy_done(device))
@@ -81,21 +92,3 @@ def prepare_for_inference(model: nn.Module, device: torch.device) -> nn.Module:
     """Eval mode, on the device, channels-last (the layout CPU and GPU convolutions like)."""
     model = model.eval().to(device)
     return model.to(memory_format=torch.channels_last)
-
-
-def amp_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | None:
-    """Mixed precision where it pays: bf16 on GPUs that have it, else fp16; none on the CPU."""
-    if device.type != "cuda" or not enabled:
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def precision_name(device: torch.device, enabled: bool = True) -> str:
-    """The precision inference computes in on `device`: "bf16", "fp16" or "fp32"."""
-    names = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}
-    return names[amp_dtype(device, enabled)]
-
-
-def autocast(device: torch.device, enabled: bool = True):
-    dtype = amp_dtype(device, enabled)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)

@@ -4,6 +4,9 @@ Contract (also what `mlflow models serve` answers):
   in   a DataFrame with an `image` column (or `image base64 string`, the original service's
        name) of base64-encoded image bytes: JPEG, PNG, BMP, WebP, TIFF or GIF
   out  a DataFrame with `label`, `score` (its probability) and one probability per class
+It computes in the precision this machine does best (`auto`, src/precision.py: bf16 where
+the CPU or GPU has it natively, else fp32 or fp16), decided when it loads; the environment
+variable IMGSWEEP_PRECISION=fp32|bf16|fp16 overrides that. The spec records what training used.
 The model directory holds the network (`network.pt`: spec and weights) and this package's
 code, so it loads in a fresh process with no training config and no checkout. The model is
 logged "from code" (MLflow runs this file to build it), so nothing is pickled.
@@ -28,8 +31,10 @@ from mlflow.types import ColSpec, Schema
 
 from src.data.images import ImageError
 from src.data.presets import load_pixels
+from src.precision import autocast, resolve_precision
 
 IMAGE_COLUMNS = ("image", "image base64 string")
+PRECISION_VARIABLE = "IMGSWEEP_PRECISION"  # the serving machine's choice; default auto
 BATCH_SIZE = 32
 REQUIREMENTS = (
     "torch",
@@ -51,6 +56,8 @@ class ImageClassifierModel(mlflow.pyfunc.PythonModel):
         self.classes = list(spec["classes"])
         self.size, self.preprocessing = int(spec["size"]), spec["preprocessing"]
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.trained_precision = spec.get("precision", "fp32")  # older models: fp32
+        self.precision = resolve_precision(os.environ.get(PRECISION_VARIABLE, "auto"), self.device)
         model = build_from_spec(spec).to(self.device)
         self.model = model.to(memory_format=torch.channels_last)
 
@@ -87,7 +94,7 @@ class ImageClassifierModel(mlflow.pyfunc.PythonModel):
     def predict_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 (N, size, size, 3) pixels → (N, classes) probabilities."""
         probabilities = []
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.device, self.precision):
             for start in range(0, len(pixels), BATCH_SIZE):
                 batch = torch.from_numpy(pixels[start : start + BATCH_SIZE]).to(self.device)
                 probabilities.append(torch.softmax(self.model(batch).float(), 1).cpu().numpy())

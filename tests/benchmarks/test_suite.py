@@ -66,3 +66,21 @@ def test_the_whole_quick_suite_runs(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert set(json.loads(out.read_text())["benchmarks"]) == set(suite.BENCHMARKS)
     assert "### 7. Scoring service latency" in done.stdout
+
+
+def test_the_precision_benchmark_reports_a_ratio_per_part(monkeypatch, tmp_path, capsys):
+    from benchmarks import precision
+
+    monkeypatch.setattr("benchmarks.common.BENCH_DIR", tmp_path)
+    monkeypatch.setattr(precision, "SIZE", 32)
+    precision.main(["--quick", "--rounds", "1", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "precision.json").read_text())["rows"]
+    assert [r["measurement"].split(",")[0] for r in rows] == [
+        "resnet18 forward",
+        "resnet18 featurisation end to end",
+        "resnet18 refinement epoch",
+        "served model",
+    ]
+    assert all(r["ratio (median)"] > 0 for r in rows)
+    assert rows[1]["parity"].startswith("cosine 0.9")
+    assert "| measurement | unit | fp32 | bf16 (auto) |" in capsys.readouterr().out

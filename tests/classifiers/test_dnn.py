@@ -33,7 +33,7 @@ def network(seed: int = 0, dropout: float = 0.0) -> ImageClassifier:
     return ImageClassifier(featurizer, make_head("dnn", 512, 3, dropout), l2_normalize=False)
 
 
-def train(model, tiny, callbacks=(), checkpoint=None, resume=None, **settings):
+def train(model, tiny, callbacks=(), checkpoint=None, resume=None, precision="fp32", **settings):
     options = {
         "epochs": 8,
         "lr": 0.01,
@@ -56,6 +56,7 @@ def train(model, tiny, callbacks=(), checkpoint=None, resume=None, **settings):
         callbacks=callbacks,
         checkpoint=checkpoint,
         resume=resume,
+        precision=precision,
     )
 
 
@@ -64,6 +65,18 @@ def test_a_few_epochs_overfit_the_tiny_training_set(tiny):
     losses = [h["train/loss"] for h in refined.history]
     assert losses[-1] < 0.3 * losses[0]
     assert refined.history[-1]["train/accuracy"] >= 0.9
+
+
+@pytest.mark.slow
+def test_bf16_refinement_learns_the_tiny_set_as_fp32_does(tiny):
+    refined = {p: train(network(), tiny, precision=p) for p in ("fp32", "bf16")}
+    for run in refined.values():
+        assert run.history[-1]["train/loss"] < 0.3 * run.history[0]["train/loss"]
+        assert run.history[-1]["train/accuracy"] >= 0.9
+    fp32, bf16 = (refined[p].history[-1] for p in ("fp32", "bf16"))
+    assert fp32["train/loss"] != bf16["train/loss"]  # bf16 did run
+    one_image = 1 / len(tiny["val"][1])
+    assert abs(fp32["val/accuracy"] - bf16["val/accuracy"]) <= one_image + 1e-9
 
 
 def test_frozen_backbone_stays_bit_identical_and_the_head_learns(tiny):

@@ -5,12 +5,16 @@ import csv
 import shutil
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 
 from src.atomic import written_atomically
+from src.data.presets import load_pixels
+from src.deployment.loading import load_image_classifier
 from src.deployment.registry import register_run
 from src.errors import UserError
+from src.precision import cpu_flags, native_bf16
 from src.predict import predict
 from tests.conftest import image_bytes
 from tests.deployment.conftest import CLASSES, run_module
@@ -94,6 +98,35 @@ def test_single_files_by_registered_alias_match_the_served_models_scores(trained
     assert rows[0]["label"] == served["label"][0]
     for c in CLASSES:
         assert float(rows[0][c]) == pytest.approx(served[c][0], abs=1e-5)
+
+
+def test_the_served_model_picks_its_precision_where_it_loads_and_bf16_scores_as_fp32(
+    trained, photos, monkeypatch
+):
+    mlflow.set_tracking_uri(trained.uri)
+    model = load_image_classifier(f"runs:/{trained.run_id}/model")
+    native = native_bf16("cpu", cpu_flags(), False)  # this machine's own answer
+    assert model.precision == ("bf16" if native else "fp32")  # auto, decided at load
+    assert (
+        model.trained_precision == trained.client.get_run(trained.run_id).data.params["precision"]
+    )
+    names = ["a.jpg", "d.webp", "holiday/b.png", "holiday/day 2/c.JPG"]
+    pixels = np.stack([load_pixels((photos / n).read_bytes(), model.size) for n in names])
+    scores = {}
+    for precision in ("fp32", "bf16"):
+        model.precision = precision
+        scores[precision] = model.predict_pixels(pixels)
+    assert (scores["fp32"].argmax(1) == scores["bf16"].argmax(1)).all()
+    assert np.abs(scores["fp32"] - scores["bf16"]).max() < 0.02  # probabilities
+    monkeypatch.setenv("IMGSWEEP_PRECISION", "fp32")  # the serving machine's override
+    assert load_image_classifier(f"runs:/{trained.run_id}/model").precision == "fp32"
+    output = photos.parent / "never-written.csv"
+    with pytest.raises(UserError, match="^precision=fp16 runs on GPUs only"):
+        predict(
+            [f"model=runs:/{trained.run_id}/model", f"input={photos}", f"output={output}"]
+            + [f"tracking_uri={trained.uri}", "precision=fp16"]
+        )
+    assert not output.exists()
 
 
 def test_a_missing_input_is_an_error_before_the_model_is_loaded_and_nothing_is_written(tmp_path):
