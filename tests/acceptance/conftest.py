@@ -29,15 +29,18 @@ from tests.conftest import ROOT, default_ctrl_c, fresh_store
 # schedule and every other default are what the user gets).
 SMALL = ["dataset.max_images_per_class=8", "resolution.size=32", "model.weights=none"]
 EPOCHS = "classifier.epochs=1"
+FINDER_STEPS = "classifier.lr_find.steps=20"  # the range test's length, as epochs are a run's
 TRIALS = 2  # hydra.sweeper.n_trials for a sweep; a larger total in the README becomes TRIALS + 1
 
 
 def shrunk(command: str) -> str:
     """The command as typed, with the shrinking overrides appended (or, for a sweep's
     trial count, put in place of the README's)."""
-    if "src.run" not in command or "resume=" in command:
+    if not re.search(r"-m src\.(run|lr_find)\b", command) or "resume=" in command:
         return command  # a resumed run takes its own command line back
     words = [*SMALL]
+    if "src.lr_find" in command:
+        words.append(FINDER_STEPS)
     refining = re.search(r"classifier=(dnn|svm_dnn_refined)\b|sweep=refine_dnn", command)
     if refining:
         words.append(EPOCHS)

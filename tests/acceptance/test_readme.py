@@ -72,6 +72,10 @@ ONNX_EXAMPLE = claim(
     "import json\nfrom pathlib import Path\n\nimport numpy as np\nimport onnxruntime"
 )
 SERVING_BENCHMARK = claim("python -m benchmarks.serving model=models:/fashion-texture@champion")
+CONVNEXT = claim("python -m src.run model=convnext_tiny classifier=dnn")
+VIT = claim("python -m src.run model=vit_b_16 resolution.size=224")
+TIMM = claim("python -m src.run model=timm model.name=efficientnet_b0")
+LR_FIND = claim("python -m src.lr_find classifier=dnn model=convnext_tiny")
 SEARCH = claim("python -m src.data.search labels=striped,dotted,leopard items=blouse")
 
 # README commands not run here, and why (each by the text it starts with).
@@ -335,6 +339,28 @@ def test_plain_values_in_a_sweep_fix_those_parameters(workspace):
     for line in trial_lines:
         assert " model=" not in line and "classifier.epochs=" not in line, line
     assert "every trial runs with:" in output
+
+
+def test_a_convnext_refines(workspace):
+    result = ok(workspace.run(shrunk(command(CONVNEXT))))
+    assert "finished: dnn, convnext_tiny" in result.stdout
+
+
+def test_a_vision_transformer_at_a_side_its_patches_tile(workspace):
+    result = ok(workspace.run(shrunk(command(VIT))))  # 32 px: two 16 px patches a side
+    assert "finished: svm, vit_b_16" in result.stdout
+
+
+def test_a_timm_model(workspace):
+    pytest.importorskip("timm", reason="timm is the optional extra .[timm] (in .[dev] too)")
+    result = ok(workspace.run(shrunk(command(TIMM))))
+    assert "finished: svm" in result.stdout
+
+
+def test_the_learning_rate_finder_suggests_a_rate_and_the_command(workspace):
+    result = ok(workspace.run(shrunk(command(LR_FIND))))
+    suggested = re.search(r"classifier\.lr=([\d.e-]+)", result.stdout)
+    assert suggested and float(suggested.group(1)) > 0, result.stdout[-2000:]
 
 
 def test_two_cpu_processes_refine_one_network(workspace):
