@@ -21,6 +21,7 @@ from src.errors import UserError
 from src.features.backbone import architecture, build_featurizer, check_model, feature_size
 from src.features.model_options import register_model_options
 from src.overrides import as_typed
+from src.precision import resolve_precision
 from src.tracking import mlflow_run
 
 register_model_options()  # model=NAME for every torchvision model: before hydra.main composes
@@ -61,7 +62,7 @@ def find(cfg: DictConfig) -> float:
         mlflow_run.log_config(config, OmegaConf.to_yaml(config))
         data = prepare(cfg, root, workers)
         featurizer, _ = build_featurizer(arch, cfg.model.weights, cfg.resolution.size)
-        job = make_job(cfg, data, device, workers)
+        job = make_job(cfg, data, device, workers, resolve_precision(cfg.precision, device))
         settings = refinement(c)
         found = run_range_test(
             job,

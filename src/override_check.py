@@ -40,7 +40,7 @@ def problem(args: list[str], conf_dir: Path = CONF_DIR) -> str | None:
         key = override.key_or_group
         if key in groups or key.startswith("hydra") or override.is_add() or override.is_delete():
             continue  # `+key=...` adds a key on purpose
-        if override.package is None and OmegaConf.select(cfg, key, default=_MISSING) == _MISSING:
+        if override.package is None and not _has_key(cfg, key):
             return _unknown_key(override.input_line, key, cfg, groups)
     return None
 
@@ -76,6 +76,13 @@ def _bad_option(override: Override, options: list[str]) -> str | None:
             hint = f"; closest: {', '.join(close)}" if close else ""
             return f"{group}={option} is not a {group} option{hint} ({_choices(options)})"
     return None
+
+
+def _has_key(cfg, key: str) -> bool:
+    """Does the config have this dotted key (a `???` value still counts as there)?"""
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
+    return OmegaConf.is_dict(node) and leaf in node
 
 
 def _choices(options: list[str], shown: int = 12) -> str:

@@ -107,6 +107,7 @@ class Interrupted(Exception):  # noqa: N818 - what the user did, not an error
 def pipeline(cfg: DictConfig, device: torch.device, ranks: Ranks = distributed.SINGLE) -> float:
     """One run; returns the validation class-averaged accuracy."""
     check_classifier_keys(cfg.classifier)
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # its start/stop lines
     uri = mlflow_run.resolve_uri(cfg.tracking.uri, Path.cwd())
     mlflow_run.configure_retries(cfg.tracking.retry_seconds)
     mlflow_run.check_reachable(uri)  # before any heavy work

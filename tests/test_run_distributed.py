@@ -28,6 +28,7 @@ REFINE = [
     "classifier.freeze_backbone=true",
     "dataset.synthetic.images_per_class=12",
     "device=cpu",
+    "precision=fp32",  # bf16 rounds each process's half batch differently: exact parity needs fp32
 ]
 
 

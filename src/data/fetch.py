@@ -24,7 +24,7 @@ BODY_TIME_FACTOR = 6  # a body must arrive within this many timeouts (a trickle 
 
 # Plain HTTP(S) with redirects and the user's proxy settings; no file:, data: or ftp: URLs,
 # which a redirect could otherwise lead to.
-_OPENER = urllib.request.OpenerDirector()
+HTTP_OPENER = urllib.request.OpenerDirector()
 for _handler in (
     urllib.request.ProxyHandler(),
     urllib.request.HTTPHandler(),
@@ -33,7 +33,7 @@ for _handler in (
     urllib.request.HTTPDefaultErrorHandler(),
     urllib.request.HTTPErrorProcessor(),
 ):
-    _OPENER.add_handler(_handler)
+    HTTP_OPENER.add_handler(_handler)
 
 
 class FetchError(Exception):
@@ -101,7 +101,7 @@ def fetch(url: str, timeout: float, max_bytes: int) -> bytes:
         request_url(url), headers={"User-Agent": USER_AGENT, "Accept": "image/*,*/*;q=0.5"}
     )
     try:
-        with _OPENER.open(request, timeout=timeout) as response:
+        with HTTP_OPENER.open(request, timeout=timeout) as response:
             return _read_body(response, timeout, max_bytes)
     except urllib.error.HTTPError as error:
         error.close()

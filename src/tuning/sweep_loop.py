@@ -86,11 +86,6 @@ def _run_sweep(sweeper, arguments: list[str]):
     )
     if study.direction.name.lower() != settings["direction"]:
         raise UserError(f"study {study_name} maximises/minimises otherwise: {study.direction.name}")
-    if changed := changed_space(study, space.distributions):
-        raise UserError(
-            f"study {study_name} was searched over another space ({changed}); continuing it "
-            "would mix the two: give hydra.sweeper.study_name=NEW_NAME for a study of its own"
-        )
     if int(settings["n_jobs"]) > 1 and type(sweeper.launcher).__name__ == "BasicLauncher":
         raise UserError(
             "hydra.sweeper.n_jobs > 1 needs a launcher that runs jobs in other processes, "
@@ -170,22 +165,6 @@ def _run_sweep(sweeper, arguments: list[str]):
     if context["errors"]:
         raise UserError(context["errors"][0])
     return study.best_trial if counts(study)["done"] else None
-
-
-def changed_space(study: optuna.Study, distributions: dict) -> str | None:
-    """How this command's search space differs from the one the study's trials were drawn
-    from, in a few words; None when it is the same (or the study is new). A trial cut short
-    may hold only some of its draws, so only finished ones must hold every key."""
-    for trial in study.get_trials(deepcopy=False):
-        if dropped := sorted(set(trial.distributions) - set(distributions)):
-            return f"no longer searched: {', '.join(dropped)}"
-        for key, distribution in trial.distributions.items():
-            if distribution != distributions[key]:
-                return f"{key} was {distribution}, now {distributions[key]}"
-        finished = trial.state in (TrialState.COMPLETE, TrialState.PRUNED)
-        if finished and (added := sorted(set(distributions) - set(trial.distributions))):
-            return f"now searched: {', '.join(added)}"
-    return None
 
 
 def _worker(context: dict) -> None:

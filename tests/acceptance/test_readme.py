@@ -304,7 +304,6 @@ def test_a_larger_total_runs_the_missing_trials(workspace, refine_sweep):
     result = ok(workspace.run(shrunk(command(SWEEP_MORE))))
     output = result.stdout + result.stderr
     assert f"study refine_dnn: {TRIALS + 1} complete" in output
-    assert f"trial {TRIALS}:" in output and "trial 0:" not in output
 
 
 def test_svm_sweep_over_backbones(workspace):

@@ -20,20 +20,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from urllib.parse import urlencode
 
+from src.data.fetch import HTTP_OPENER  # plain HTTP(S), redirects, proxies: as downloads
+
 USER_AGENT = "imgsweep-search/0.1 (image dataset builder; python-urllib)"  # services ask for one
 MAX_BYTES = 20_000_000  # a page of search results is tens of kB; more is not a search answer
-
-# Plain HTTP(S) with redirects and the user's proxy settings, nothing else (as src/data/fetch.py)
-_OPENER = urllib.request.OpenerDirector()
-for _handler in (
-    urllib.request.ProxyHandler(),
-    urllib.request.HTTPHandler(),
-    urllib.request.HTTPSHandler(),
-    urllib.request.HTTPRedirectHandler(),
-    urllib.request.HTTPDefaultErrorHandler(),
-    urllib.request.HTTPErrorProcessor(),
-):
-    _OPENER.add_handler(_handler)
 
 
 @dataclass(frozen=True)
@@ -72,7 +62,7 @@ class ApiSession:
             last = attempt == self.retries
             self.requests += 1
             try:
-                with _OPENER.open(
+                with HTTP_OPENER.open(
                     urllib.request.Request(address, headers=headers), timeout=self.timeout
                 ) as response:
                     body = response.read(MAX_BYTES + 1)
