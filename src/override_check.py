@@ -82,7 +82,7 @@ def _has_key(cfg, key: str) -> bool:
     """Does the config have this dotted key (a `???` value still counts as there)?"""
     parent, _, leaf = key.rpartition(".")
     node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
-    return OmegaConf.is_dict(node) and leaf in node.keys()  # `in node` is False for ???
+    return OmegaConf.is_dict(node) and leaf in list(node)  # `leaf in node` is False for ???
 
 
 def _choices(options: list[str], shown: int = 12) -> str:
