@@ -41,10 +41,14 @@ def parse_search_space(params: dict[str, str], arguments: list[str], known=None)
     is an error before any trial runs."""
     parser = OverridesParser.create()
     searched = {**params}
+    rest = []
     for line in arguments:
         key = _parse(parser, line).get_key_element()
-        searched.pop(key, None)  # the command line's own value or range replaces it
-    lines = [f"{k}={v}" for k, v in searched.items()] + list(arguments)
+        if key in searched:  # the command line's own value or range replaces it, in its place
+            searched[key] = line.split("=", 1)[1]
+        else:
+            rest.append(line)
+    lines = [f"{k}={v}" for k, v in searched.items()] + rest
     distributions, fixed = {}, []
     for line in lines:
         parsed = _parse(parser, line)
