@@ -73,8 +73,11 @@ def find(cfg: DictConfig) -> float:
             range_test_settings(c.get("lr_find")),
         )
         log_range_test(found)
+    # The finder's own settings (classifier.lr_find.*) mean nothing once lr is a number.
     overrides = [
-        as_typed(o) for o in HydraConfig.get().overrides.task if not o.startswith("classifier.lr=")
+        as_typed(o)
+        for o in HydraConfig.get().overrides.task
+        if not o.startswith(("classifier.lr=", "classifier.lr_find."))
     ]
     if not any(o.startswith("classifier=") for o in overrides):
         overrides.insert(0, "classifier=dnn")

@@ -2,6 +2,7 @@
 divergence, a suggestion one decade under the minimum, and the network left as it was."""
 
 import math
+import shlex
 
 import numpy as np
 import pytest
@@ -67,7 +68,10 @@ def test_lr_find_prints_the_suggestion_and_the_command_and_lr_auto_uses_it(tmp_p
     assert "lr_find.png" in all_artifacts(client, run.info.run_id)
     assert f"suggested learning rate: {suggested:.3g}" in result.stdout
     command = next(line for line in result.stdout.splitlines() if "train with it:" in line)
-    assert command.strip().endswith(f"classifier=dnn classifier.lr={suggested:.3g}")
+    typed = shlex.split(command.split("train with it:", 1)[1])
+    assert typed[:4] == ["python", "-m", "src.run", "classifier=dnn"]
+    assert typed[-1] == f"classifier.lr={suggested:.3g}"
+    assert not [o for o in typed if o.startswith("classifier.lr_find.")]  # finder-only settings
 
     auto_tmp = tmp_path / "auto"
     result = run_cli(
