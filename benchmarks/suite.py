@@ -77,7 +77,10 @@ def run(names, size: str, device: torch.device) -> dict:
     # the batch src.run featurises with on this device at the default resolution
     default = OmegaConf.load(CONF / "resolution" / "224.yaml")
     batch = s.get("featurise_batch") or featurize_batch_size(
-        default, device, resolve_precision("auto", device)
+        default.featurize_batch_size,
+        default.get("featurize_batch_size_cpu"),
+        device,
+        resolve_precision("auto", device),
     )
     results = {"size": size, "machine": machine(device, workers), "benchmarks": {}}
     forward_rates = {}

@@ -5,23 +5,23 @@ classifier is given), logged as its own MLflow run with lr_find.png; prints the 
 rate and the `src.run` command that uses it. See src/classifiers/lr_finder.py.
 """
 
+import json
 import shlex
 import sys
 from pathlib import Path
 
 import hydra
 import mlflow
-import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from src.classifiers.auto_lr import log_range_test, range_test_settings, run_range_test
-from src.device import configure, pick_device, resolve_workers
+from src.classifiers.distributed import SINGLE
+from src.device import pick_device
 from src.errors import UserError
-from src.features.backbone import architecture, build_featurizer, check_model, feature_size
+from src.features.backbone import build_featurizer, check_model, feature_size
 from src.features.model_options import register_model_options
 from src.overrides import as_typed
-from src.precision import resolve_precision
+from src.run_spec import RunSpec, describe_run
 from src.tracking import mlflow_run
 
 register_model_options()  # model=NAME for every torchvision model: before hydra.main composes
@@ -30,53 +30,54 @@ register_model_options()  # model=NAME for every torchvision model: before hydra
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     try:
-        find(cfg)
+        find(describe_run(cfg))
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
 
 
-def find(cfg: DictConfig) -> float:
+def find(spec: RunSpec) -> float:
     # src.run's own helpers: the same data, split and job as a run with these overrides
-    from src.pipeline import dataset_root, make_job, prepare, refinement
+    from src.pipeline import dataset_root, make_job, prepare, set_up
 
-    c = cfg.classifier
-    if c.name == "svm":
+    if spec.mode.refinement is None:
         raise UserError("the lr range test refines a network: add classifier=dnn")
-    uri = mlflow_run.resolve_uri(cfg.tracking.uri, Path.cwd())
+    uri = mlflow_run.resolve_uri(spec.tracking.uri, Path.cwd())
     mlflow_run.check_reachable(uri)
     mlflow.set_tracking_uri(uri)
-    arch = architecture(cfg.model)
-    check_model(arch, int(cfg.resolution.size))
-    device = pick_device(cfg.device)
-    configure(device)
-    workers = resolve_workers(cfg.num_workers, device)
-    torch.manual_seed(cfg.seed)
-    root = dataset_root(cfg.dataset)
-    experiment = cfg.tracking.experiment or cfg.dataset.name or root.name
+    arch = spec.model.arch
+    check_model(arch, spec.image_size)
+    device = pick_device(spec.compute.device)
+    workers, precision = set_up(spec, device, SINGLE)
+    root = dataset_root(spec.data)
+    experiment = spec.tracking.experiment
     experiment_id = mlflow_run.experiment_id(uri, experiment)
-    name = f"lr_find-{cfg.model.name}-{cfg.resolution.size}px"
-    tags = {"classifier": c.name, "model": cfg.model.name, "dataset": experiment, "lr_find": "true"}
+    name = f"lr_find-{spec.model.name}-{spec.image_size}px"
+    tags = {
+        "classifier": spec.mode.name,
+        "model": spec.model.name,
+        "dataset": experiment,
+        "lr_find": "true",
+    }
     with mlflow_run.tracked_run(experiment_id, name, tags) as run:
-        config = OmegaConf.to_container(cfg, resolve=True)
+        config = spec.tracking.config
         mlflow_run.log_config(config, OmegaConf.to_yaml(config))
-        data = prepare(cfg, root, workers)
-        featurizer, _ = build_featurizer(arch, cfg.model.weights, cfg.resolution.size)
-        job = make_job(cfg, data, device, workers, resolve_precision(cfg.precision, device))
-        settings = refinement(c)
+        data = prepare(spec, root, workers)
+        featurizer, _ = build_featurizer(arch, spec.model.weights, spec.image_size)
+        job = make_job(spec, data, device, workers, precision)
         found = run_range_test(
             job,
             featurizer,
-            settings,
-            c.dropout,
+            spec.mode.refinement,
+            spec.mode.dropout,
             feature_size(arch),
-            range_test_settings(c.get("lr_find")),
+            range_test_settings(spec.mode.lr_find),
         )
         log_range_test(found)
     # The finder's own settings (classifier.lr_find.*) mean nothing once lr is a number.
     overrides = [
         as_typed(o)
-        for o in HydraConfig.get().overrides.task
+        for o in json.loads(spec.tracking.command)
         if not o.startswith(("classifier.lr=", "classifier.lr_find."))
     ]
     if not any(o.startswith("classifier=") for o in overrides):

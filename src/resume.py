@@ -13,14 +13,11 @@ import os
 import shlex
 from pathlib import Path
 
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
-
 from src.classifiers.checkpoint import load_checkpoint
 from src.classifiers.distributed import Ranks
 from src.data.prepare import PreparedData
 from src.errors import UserError
-from src.overrides import as_typed
+from src.run_spec import RunSpec
 from src.tracking import mlflow_run
 
 log = logging.getLogger("imgsweep")
@@ -28,19 +25,19 @@ log = logging.getLogger("imgsweep")
 SHELL_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 
 
-def resume_state(cfg: DictConfig, uri: str, data: PreparedData) -> dict:
+def resume_state(spec: RunSpec, uri: str, data: PreparedData) -> dict:
     """The checkpoint to continue from, after checking the run matches this command."""
-    run = mlflow_run.find_run(uri, cfg.resume)
+    run_id, settings = spec.resume, spec.mode.refinement
+    run = mlflow_run.find_run(uri, run_id)
     params, tags = run.data.params, run.data.tags
-    if cfg.classifier.name not in ("dnn", "svm_dnn_refined"):
-        raise UserError(
-            f"resume= continues a refinement; classifier={cfg.classifier.name} has none"
-        )
+    if settings is None:
+        raise UserError(f"resume= continues a refinement; classifier={spec.mode.name} has none")
+    logged = spec.tracking.config["classifier"]  # as the run's params hold them
     expected = {
-        "classifier.name": cfg.classifier.name,
-        "model.name": cfg.model.name,
-        "resolution.size": str(cfg.resolution.size),
-        "seed": str(cfg.seed),
+        "classifier.name": spec.mode.name,
+        "model.name": spec.model.name,
+        "resolution.size": str(spec.image_size),
+        "seed": str(spec.compute.seed),
         "data.classes": ",".join(data.classes),
         "data.fingerprint": data.fingerprint,
     }
@@ -50,26 +47,26 @@ def resume_state(cfg: DictConfig, uri: str, data: PreparedData) -> dict:
         if params.get(k) != v
     ]
     if differences:
-        raise UserError(f"resume={cfg.resume} refused, the run differs: " + "; ".join(differences))
+        raise UserError(f"resume={run_id} refused, the run differs: " + "; ".join(differences))
     changed = [
         f"classifier.{k}: the run has {params.get(f'classifier.{k}')}, this command {v}"
-        for k, v in ((k, _param(cfg.classifier[k])) for k in OPTIMISER_SETTINGS)
+        for k, v in ((k, _param(logged[k])) for k in OPTIMISER_SETTINGS)
         if params.get(f"classifier.{k}") not in (None, v)
     ]
     if changed:
         raise UserError(
-            f"resume={cfg.resume} refused: a resumed run keeps its optimiser's state, so "
+            f"resume={run_id} refused: a resumed run keeps its optimiser's state, so "
             f"{'; '.join(changed)} cannot apply (start a new run to change it)"
         )
     checkpoint = Path(tags.get("checkpoint", ""))
     if not checkpoint.is_file():
-        raise UserError(f"resume={cfg.resume}: its checkpoint {checkpoint} is not there")
+        raise UserError(f"resume={run_id}: its checkpoint {checkpoint} is not there")
     state = load_checkpoint(checkpoint)
-    log.info(f"resuming run {cfg.resume} after epoch {state['epoch']}")
+    log.info(f"resuming run {run_id} after epoch {state['epoch']}")
     epochs = params.get("classifier.epochs")
-    if epochs is not None and epochs != str(cfg.classifier.epochs):
+    if epochs is not None and epochs != str(settings.epochs):
         log.info(
-            f"classifier.epochs {epochs} → {cfg.classifier.epochs} from epoch "
+            f"classifier.epochs {epochs} → {settings.epochs} from epoch "
             f"{state['epoch'] + 1}: the schedule is stretched from there"
         )
     return {**state, "path": str(checkpoint), "epochs_before": epochs}
@@ -81,30 +78,29 @@ OPTIMISER_SETTINGS = ("lr", "momentum", "weight_decay", "schedule", "milestones"
 
 def _param(value) -> str:
     """A config value as MLflow holds it in the run's params."""
-    value = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
     return "null" if value is None else str(value)
 
 
-def checkpoint_path(cfg: DictConfig, run_id: str) -> Path:
-    return Path(cfg.paths.checkpoint_dir).resolve() / run_id / "last.pt"
+def checkpoint_path(checkpoint_dir: Path, run_id: str) -> Path:
+    return Path(checkpoint_dir).resolve() / run_id / "last.pt"
 
 
-def what_is_kept(cfg: DictConfig, run_id: str, ranks: Ranks) -> str:
+def what_is_kept(spec: RunSpec, run_id: str, ranks: Ranks) -> str:
     """After the tracking server went away: what survives locally, and how to go on."""
-    checkpoint = checkpoint_path(cfg, run_id)
-    if cfg.classifier.name == "svm" or not checkpoint.is_file():
+    checkpoint = checkpoint_path(spec.checkpoint_dir, run_id)
+    if spec.mode.refinement is None or not checkpoint.is_file():
         return "nothing trained is lost: run the same command again once the server is back"
     epoch = load_checkpoint(checkpoint)["epoch"]
     return (
         f"the training up to epoch {epoch} is kept in {checkpoint}; once the server is back, "
-        f"continue with: {resume_command(run_id, ranks)}"
+        f"continue with: {resume_command(run_id, ranks, spec.tracking.where)}"
     )
 
 
-def interrupted_message(cfg: DictConfig, run_id: str) -> str:
+def interrupted_message(spec: RunSpec, run_id: str) -> str:
     """The one line Ctrl-C prints: how far the run got, and the command that goes on."""
-    checkpoint = checkpoint_path(cfg, run_id)
-    if cfg.classifier.name == "svm":
+    checkpoint = checkpoint_path(spec.checkpoint_dir, run_id)
+    if spec.mode.refinement is None:
         return (
             f"interrupted; run {run_id} is marked KILLED (an SVM run starts again from the cache)"
         )
@@ -114,14 +110,14 @@ def interrupted_message(cfg: DictConfig, run_id: str) -> str:
             "run the same command again"
         )
     epoch = load_checkpoint(checkpoint)["epoch"]
-    return f"interrupted after epoch {epoch}; continue with: {resume_command(run_id, Ranks())}"
+    command = resume_command(run_id, Ranks(), spec.tracking.where)
+    return f"interrupted after epoch {epoch}; continue with: {command}"
 
 
-def resume_command(run_id: str, ranks: Ranks) -> str:
+def resume_command(run_id: str, ranks: Ranks, where: tuple[str, ...] = ()) -> str:
     """`python -m src.run resume=<run id>`: the run's own overrides come back from the run.
-    Only where to find the run is said again, when it is not the default store."""
-    typed = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-    where = [as_typed(o) for o in typed if o.startswith(("tracking.uri=", "paths.mlruns_dir="))]
+    Only where to find the run (`where`: the overrides that said so) is said again, when it
+    is not the default store."""
     start = f"torchrun --nproc_per_node={ranks.local_world_size}" if ranks.distributed else "python"
     server = SHELL_TRACKING_URI  # where the run is, if not in the config
     words = [f"MLFLOW_TRACKING_URI={server}"] if server and not where else []

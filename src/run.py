@@ -1,8 +1,9 @@
 """The main job: `python -m src.run [key=value ...]` (add -m for a sweep).
 
-Hydra composes conf/ into one config and `src.pipeline` runs it: data → features →
-classifier → evaluation, recorded in one MLflow run; the return value (validation
-class-averaged accuracy) is what sweepers maximise.
+Hydra composes conf/ into one config; `describe_run` (src/run_spec.py) turns it into a typed,
+frozen `RunSpec`, and `src.pipeline.run_job` runs that: data → features → classifier →
+evaluation, recorded in one MLflow run. The return value (validation class-averaged
+accuracy) is what sweepers maximise.
 
 This file stays light: the command line is checked (one line for a mistyped key or option)
 before torch, MLflow and Optuna are imported, so a mistake comes back in about a second.
@@ -22,9 +23,11 @@ register_model_options()  # model=NAME for every torchvision model, before anyth
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    from src.pipeline import run_job  # the heavy imports, once the command line is sound
+    # the heavy imports, once the command line is sound
+    from src.pipeline import run_job
+    from src.run_spec import describe_run, is_sweep_job
 
-    return run_job(cfg)
+    return run_job(lambda: describe_run(cfg), sweeping=is_sweep_job())
 
 
 def start(args: list[str]) -> list[str]:

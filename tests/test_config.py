@@ -9,7 +9,7 @@ from omegaconf import open_dict
 
 from src.errors import UserError
 from src.overrides import override, prepare_overrides
-from src.pipeline import refinement
+from src.run_spec import refinement
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 

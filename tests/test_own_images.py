@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from src.errors import UserError
 from src.pipeline import dataset_root
+from src.run_spec import describe_run
 from tests.conftest import ROOT, run_cli, write_dataset
 
 
@@ -85,7 +86,7 @@ def test_the_original_dataset_not_yet_downloaded_says_how_to_get_it(tmp_path):
         cfg = compose("config", ["dataset=fashion_texture", f"paths.data_dir={tmp_path}"])
     assert cfg.dataset.split.group_duplicates is False
     with pytest.raises(UserError) as error:
-        dataset_root(cfg.dataset)
+        dataset_root(describe_run(cfg).data)
     assert str(error.value) == (
         f"{tmp_path}/images/fashionTexture does not exist; download it with: python -m "
         f"src.data.download urls=fashionTextureUrls.tsv name=fashionTexture data_dir={tmp_path}"

@@ -90,7 +90,8 @@ def test_bf16_featurises_on_the_cpu_in_batches_twice_the_fp32_size():
     from tests.conftest import ROOT
 
     resolution = OmegaConf.load(ROOT / "conf" / "resolution" / "224.yaml")
+    sizes = resolution.featurize_batch_size, resolution.featurize_batch_size_cpu
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert featurize_batch_size(resolution, cpu, "fp32") == 8
-    assert featurize_batch_size(resolution, cpu, "bf16") == 16  # half the bytes per activation
-    assert featurize_batch_size(resolution, gpu, "bf16") == resolution.featurize_batch_size
+    assert featurize_batch_size(*sizes, cpu, "fp32") == 8
+    assert featurize_batch_size(*sizes, cpu, "bf16") == 16  # half the bytes per activation
+    assert featurize_batch_size(*sizes, gpu, "bf16") == resolution.featurize_batch_size

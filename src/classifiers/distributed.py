@@ -139,6 +139,13 @@ def start(device: torch.device) -> tuple[Ranks, torch.device]:
     return ranks, device
 
 
+def data_ready(ranks: Ranks, resume_from: str | None = None) -> str | None:
+    """The rendezvous before refinement. Rank 0 calls it once it has checked and prepared
+    the data (the others then find the image checks cached), with the checkpoint a resumed
+    run continues from; the other ranks wait in it and get that checkpoint's path."""
+    return ranks.broadcast(resume_from)
+
+
 def stop(ranks: Ranks) -> None:
     if ranks.distributed and dist.is_initialized():
         dist.destroy_process_group()

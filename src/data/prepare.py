@@ -50,27 +50,36 @@ class PreparedData:
         return {s: [c for c in self.classes if (c, s) not in present] for s in SPLITS}
 
     def counts(self) -> dict[str, int]:
-        return {s: sum(1 for v in self.split.values() if v == s) for s in ("train", "val", "test")}
+        return {s: sum(1 for v in self.split.values() if v == s) for s in SPLITS}
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """How files are divided (dataset.split in the config; conf/dataset/*.yaml say what each
+    value means)."""
+
+    train_ratio: float = 0.75
+    val_ratio: float = 0.2
+    by: str = "filename"  # filename | subdir
+    test_list: str | None = None
+    test_list_conflicts: str = "refuse"  # refuse | move
+    group_duplicates: bool = False
+    duplicate_threshold: int = DUPLICATE_THRESHOLD
 
 
 def prepare_dataset(
     root: str | Path,
+    split: SplitSettings,
     seed: int,
     max_images_per_class: int | None,
-    train_ratio: float,
-    val_ratio: float,
-    split_by: str,
-    test_list: str | None,
     cache_dir: Path | None,
     num_threads: int,
-    group_duplicates: bool = False,
-    duplicate_threshold: int = DUPLICATE_THRESHOLD,
-    test_list_conflicts: str = "refuse",
 ) -> PreparedData:
-    """`group_duplicates`: keep each group of near-duplicates (hashes at most
-    `duplicate_threshold` bits apart) on one side of the split. `test_list_conflicts`:
-    what happens to a file that shares a sub-folder (split_by="subdir") or a duplicate group
-    with a listed test image but is not listed: "move" (to test) or "refuse"."""
+    """`split.group_duplicates`: keep each group of near-duplicates (hashes at most
+    `split.duplicate_threshold` bits apart) on one side of the split.
+    `split.test_list_conflicts`: what happens to a file that shares a sub-folder
+    (by="subdir") or a duplicate group with a listed test image but is not listed: "move"
+    (to test) or "refuse"."""
     root = Path(root).expanduser().resolve()
     classes, files = find_images(root)
     checks = check_images(files, cache_dir, num_threads)
@@ -82,23 +91,28 @@ def prepare_dataset(
         replace(f, digest=checks[f.relpath].digest) for f in files if not checks[f.relpath].error
     ]
     check_classes(classes, usable, root)
-    test_files = read_test_list(test_list, usable) if test_list else None
+    test_files = read_test_list(split.test_list, usable) if split.test_list else None
     usable = limit_per_class(usable, max_images_per_class, seed)
-    if duplicate_threshold < 0:
-        raise UserError(
-            f"dataset.split.duplicate_threshold must be 0 or more, got {duplicate_threshold}"
-        )
+    threshold = split.duplicate_threshold
+    if threshold < 0:
+        raise UserError(f"dataset.split.duplicate_threshold must be 0 or more, got {threshold}")
     hashes = {f.relpath: checks[f.relpath].dhash for f in usable}
-    duplicates = duplicate_groups(hashes, duplicate_threshold)
-    together = duplicates if group_duplicates else None
-    split = split_files(
-        usable, seed, train_ratio, val_ratio, split_by, test_files, together, test_list_conflicts
+    duplicates = duplicate_groups(hashes, threshold)
+    assignment = split_files(
+        usable,
+        seed,
+        split.train_ratio,
+        split.val_ratio,
+        split.by,
+        test_files,
+        duplicates if split.group_duplicates else None,
+        split.test_list_conflicts,
     )
     data = PreparedData(
-        root, classes, usable, split, skipped, fingerprint(usable), checks, duplicates
+        root, classes, usable, assignment, skipped, fingerprint(usable), checks, duplicates
     )
     if leaks := data.leaky_duplicates():
-        log.warning(leakage_warning(leaks, split, group_duplicates, duplicate_threshold, root))
+        log.warning(leakage_warning(leaks, assignment, split.group_duplicates, threshold, root))
     return data
 
 

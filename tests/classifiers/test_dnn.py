@@ -11,7 +11,7 @@ from src.classifiers.dnn import Refined, Refinement, make_scheduler, refine
 from src.classifiers.modes import Job, fit_dnn
 from src.classifiers.network import ImageClassifier, make_head
 from src.data.loader import EpochSampler
-from src.data.prepare import prepare_dataset
+from src.data.prepare import SplitSettings, prepare_dataset
 from src.errors import UserError
 from src.evaluation.metrics import evaluate
 from src.features.backbone import Normalize, build_featurizer
@@ -22,7 +22,7 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def tiny(textures):
-    data = prepare_dataset(textures, 0, None, 0.75, 0.2, "filename", None, None, 2)
+    data = prepare_dataset(textures, SplitSettings(0.75, 0.2), 0, None, None, 2)
     split = {s: data.subset(s) for s in ("train", "val")}
     return {s: ([f.path for f in files], data.labels(files)) for s, files in split.items()}
 
@@ -214,7 +214,7 @@ def test_the_refined_network_is_calibrated_on_validation_and_serves_those_scores
     leaves `fit_dnn` with validation ECE at most 0.05, its decisions unchanged, and the
     model itself outputs the calibrated logits (what is served)."""
     root = write_colour_dataset(tmp_path / "colours", 60)
-    data = prepare_dataset(root, 0, None, 0.75, 0.2, "filename", None, None, 2)
+    data = prepare_dataset(root, SplitSettings(0.75, 0.2), 0, None, None, 2)
     files = {s: data.subset(s) for s in ("train", "val", "test")}
     job = Job(
         files, {s: data.labels(f) for s, f in files.items()}, 3, 32, "letterbox", 8, CPU, 0, 0

@@ -11,7 +11,7 @@ import torch
 from src.classifiers.dnn import Refinement
 from src.classifiers.lr_finder import RangeTest, find_lr, suggest
 from src.classifiers.network import ImageClassifier, make_head
-from src.data.prepare import prepare_dataset
+from src.data.prepare import SplitSettings, prepare_dataset
 from src.features.backbone import build_featurizer
 from tests.conftest import run_cli
 from tests.test_run import all_artifacts, only_run
@@ -21,7 +21,7 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def train_split(textures):
-    data = prepare_dataset(textures, 0, None, 0.75, 0.2, "filename", None, None, 2)
+    data = prepare_dataset(textures, SplitSettings(0.75, 0.2), 0, None, None, 2)
     files = data.subset("train")
     return [f.path for f in files], data.labels(files)
 

@@ -23,7 +23,7 @@ from src.data.duplicates import (
 from src.data.folders import ImageFile, find_images
 from src.data.images import read_image
 from src.data.inventory import CHECK_SCALE, check_images
-from src.data.prepare import prepare_dataset
+from src.data.prepare import SplitSettings, prepare_dataset
 from src.data.split import split_files
 from src.data.synthetic import render_image
 from src.errors import UserError
@@ -209,11 +209,25 @@ def test_a_class_made_of_one_duplicate_group_cannot_be_split(tmp_path):
 
 def test_the_pipeline_reports_leaky_duplicates_and_grouping_removes_them(tmp_path):
     root = planted_set(tmp_path / "set", per_class=8)
-    data = prepare_dataset(root, 0, None, 0.75, 0.2, "filename", None, None, 2, False, NEAR)
+    data = prepare_dataset(
+        root,
+        SplitSettings(0.75, 0.2, group_duplicates=False, duplicate_threshold=NEAR),
+        0,
+        None,
+        None,
+        2,
+    )
     assert [len(g) for g in data.duplicates] == [2, 2, 2, 2]
     leaks = data.leaky_duplicates()
     assert leaks and all(len({data.split[r] for r in g}) > 1 for g in leaks)
-    grouped = prepare_dataset(root, 0, None, 0.75, 0.2, "filename", None, None, 2, True, NEAR)
+    grouped = prepare_dataset(
+        root,
+        SplitSettings(0.75, 0.2, group_duplicates=True, duplicate_threshold=NEAR),
+        0,
+        None,
+        None,
+        2,
+    )
     # the copy filed under another class cannot follow its twin: the split is per class
     assert grouped.leaky_duplicates() in ([], [["dotted/3.jpg", "striped/from_dotted_3.jpg"]])
     within_class = [g for g in grouped.duplicates if len({r.split("/")[0] for r in g}) == 1]

@@ -5,13 +5,13 @@ from pathlib import Path
 import pytest
 
 from src.data.folders import fingerprint
-from src.data.prepare import leakage_warning, prepare_dataset
+from src.data.prepare import SplitSettings, leakage_warning, prepare_dataset
 from src.errors import UserError
 from tests.conftest import image_bytes, write_dataset
 
 
 def prepare(root: Path, cache: Path | None = None):
-    return prepare_dataset(root, 0, None, 0.75, 0.2, "filename", None, cache, 2)
+    return prepare_dataset(root, SplitSettings(0.75, 0.2), 0, None, cache, 2)
 
 
 def test_bad_files_are_skipped_with_a_reason_and_the_rest_is_split(tmp_path):
@@ -79,9 +79,13 @@ def with_copies(root: Path) -> Path:
 def prepare_with_list(root: Path, tmp_path: Path, group: bool, conflicts: str = "refuse"):
     listing = tmp_path / "test.tsv"
     listing.write_text("a\ta_000.jpg\nb\tb_001.jpg\n")
-    return prepare_dataset(
-        root, 0, None, 0.75, 0.2, "filename", str(listing), None, 2, group, 16, conflicts
+    split = SplitSettings(
+        test_list=str(listing),
+        test_list_conflicts=conflicts,
+        group_duplicates=group,
+        duplicate_threshold=16,
     )
+    return prepare_dataset(root, split, 0, None, None, 2)
 
 
 def test_a_test_list_takes_the_copies_of_its_images_to_test_or_refuses(tmp_path):

@@ -40,11 +40,11 @@ def test_split_is_deterministic_for_a_seed_and_changes_with_it():
 def test_split_never_puts_a_file_on_two_sides_and_covers_every_file(tmp_path):
     """Through what the pipeline reads, each split's list of files: a file on two lists
     would leak into the test score, a file on none would be lost."""
-    from src.data.prepare import prepare_dataset
+    from src.data.prepare import SplitSettings, prepare_dataset
     from tests.conftest import write_dataset
 
     root = write_dataset(tmp_path / "set", {"a": 12, "b": 9, "c": 6})
-    data = prepare_dataset(root, 0, None, 0.75, 0.2, "filename", None, None, 1)
+    data = prepare_dataset(root, SplitSettings(0.75, 0.2), 0, None, None, 1)
     subsets = {side: [f.path for f in data.subset(side)] for side in SIDES}
     every = [p for side in SIDES for p in subsets[side]]
     assert len(every) == len(set(every)) == 27

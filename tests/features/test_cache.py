@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from src.classifiers.modes import Job, fit_svm
-from src.data.prepare import prepare_dataset
+from src.data.prepare import SplitSettings, prepare_dataset
 from src.errors import UserError
 from src.features.backbone import build_featurizer
 from src.features.cache import cache_key, cached_features
@@ -22,7 +22,7 @@ CPU = ("cpu", "fp32")
 
 
 def prepared(root: Path, cache: Path | None = None):
-    return prepare_dataset(root, 0, None, 0.75, 0.2, "filename", None, cache, 2)
+    return prepare_dataset(root, SplitSettings(0.75, 0.2), 0, None, cache, 2)
 
 
 def test_second_request_is_served_from_the_cache_without_computing(textures, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from src.classifiers.svm import fit_svm_classifier
-from src.data.prepare import prepare_dataset
+from src.data.prepare import SplitSettings, prepare_dataset
 from src.features.backbone import build_featurizer
 from src.features.featurize import featurize
 
@@ -20,7 +20,7 @@ SPLITS = ("train", "val", "test")
 
 @pytest.fixture(scope="module")
 def splits(textures):
-    data = prepare_dataset(textures, 0, None, 0.5, 0.25, "filename", None, None, 2)
+    data = prepare_dataset(textures, SplitSettings(0.5, 0.25), 0, None, None, 2)
     return {s: data.subset(s) for s in SPLITS}, data
 
 

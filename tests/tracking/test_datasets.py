@@ -9,7 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from src.data.folders import find_images
-from src.data.prepare import prepare_dataset
+from src.data.prepare import SplitSettings, prepare_dataset
 from src.tracking.datasets import file_digests, log_dataset_inputs, split_digest
 from src.tracking.mlflow_run import experiment_id, tracked_run
 from tests.conftest import fresh_store, image_bytes, write_dataset
@@ -21,7 +21,7 @@ def digest_of(root) -> str:
 
 
 def prepared(root):
-    return prepare_dataset(root, 0, None, 0.75, 0.2, "filename", None, None, 1)
+    return prepare_dataset(root, SplitSettings(0.75, 0.2), 0, None, None, 1)
 
 
 @pytest.fixture
