@@ -41,6 +41,7 @@ class Items(HTMLParser):
             self.items.append(attrs)
 
 
+@pytest.mark.slow  # a run
 def test_a_run_logs_leaky_duplicates_the_dataset_overview_and_the_results_page(tmp_path):
     root = write_dataset(tmp_path / "pics", {"cat": 8, "dog": 8})
     copies = [("cat/cat_000.jpg", "cat/cat_000 copy.jpg"), ("dog/dog_001.jpg", "dog/again.jpg")]

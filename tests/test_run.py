@@ -103,6 +103,7 @@ def test_split_artifact_lists_every_image_once(default_run):
     assert len({r.split(",")[0] for r in rows[1:]}) == 24
 
 
+@pytest.mark.slow  # a fresh process loads the model
 def test_logged_model_predicts_in_a_fresh_process_without_the_config(default_run, tmp_path):
     tmp, _ = default_run
     _, run = only_run(tmp)
@@ -127,6 +128,7 @@ print(json.dumps(out.to_dict("records")))
         assert sum(row[c] for c in ("dotted", "leopard", "striped")) == pytest.approx(1, abs=1e-5)
 
 
+@pytest.mark.slow  # a second run
 def test_rerun_with_other_classifier_settings_reuses_the_cached_features(default_run):
     tmp, _ = default_run
     result = run_cli("classifier.C_values=[0.1,1]", "tracking.experiment=rerun", tmp=tmp)
@@ -137,6 +139,7 @@ def test_rerun_with_other_classifier_settings_reuses_the_cached_features(default
     assert "time/featurize_images_per_second" not in rerun.data.metrics  # nothing featurised
 
 
+@pytest.mark.slow  # a run
 def test_a_class_without_test_images_logs_nothing_there_and_the_scores_are_calibrated(tmp_path):
     """A test list without blue images: no test/blue/* metrics (not zeros), counted under
     data/ and said in the summary. The set is learnable: validation ECE at most 0.05."""
@@ -157,6 +160,7 @@ def test_a_class_without_test_images_logs_nothing_there_and_the_scores_are_calib
     assert metrics["val/accuracy"] > 0.9 and metrics["val/ece"] <= 0.05
 
 
+@pytest.mark.slow  # a run
 def test_folder_dataset_with_a_corrupt_file_skips_it_and_says_so(tmp_path):
     root = write_dataset(tmp_path / "pics", {"cat": 5, "dog": 5})
     (root / "dog" / "broken.jpg").write_bytes(image_bytes(size=(200, 200))[:500])
@@ -169,6 +173,7 @@ def test_folder_dataset_with_a_corrupt_file_skips_it_and_says_so(tmp_path):
     assert "dog/broken.jpg\tcorrupt or truncated JPEG data" in Path(listed).read_text()
 
 
+@pytest.mark.slow  # a run
 def test_too_small_class_is_a_one_line_error_and_the_run_is_marked_failed(tmp_path):
     root = write_dataset(tmp_path / "pics", {"cat": 5, "dog": 2})
     result = run_cli("dataset=folder", f"dataset.root={root}", tmp=tmp_path)
@@ -187,12 +192,14 @@ def test_unknown_option_lists_the_available_ones(tmp_path):
     assert "resnet18" in result.stderr and "resnet50" in result.stderr
 
 
+@pytest.mark.slow  # waits out a connection timeout
 def test_unreachable_tracking_server_stops_before_any_work(tmp_path):
     result = run_cli("tracking.uri=http://127.0.0.1:9", tmp=tmp_path, timeout=60)
     assert result.returncode == 1
     assert "cannot be reached" in result.stderr and not (tmp_path / "data").exists()
 
 
+@pytest.mark.slow  # two runs
 def test_tracking_uri_on_the_command_line_wins_over_the_environment(tmp_path):
     """MLFLOW_TRACKING_URI is often set in a shell; a store named on the command line is
     still where the run goes, and the environment's store is not touched."""

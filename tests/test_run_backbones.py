@@ -69,6 +69,7 @@ def test_an_architecture_trains_serves_predicts_and_exports(overrides, classifie
     assert "onnxruntime matches torch" in exported.stdout
 
 
+@pytest.mark.slow  # a run in a venv without timm
 def test_model_timm_without_timm_says_how_to_install_it(tmp_path):
     hidden = tmp_path / "no_timm"
     hidden.mkdir()
@@ -85,6 +86,7 @@ def test_model_timm_without_timm_says_how_to_install_it(tmp_path):
     )
 
 
+@pytest.mark.slow  # a CLI start
 def test_a_vit_at_a_side_its_patches_do_not_tile_is_refused_in_one_line(tmp_path):
     result = run_cli("model=vit_b_16", "resolution.size=40", tmp=tmp_path)
     assert result.returncode == 1

@@ -97,6 +97,8 @@ def assert_tracked_by_rank_0_alone(client, runs_in_store, *results):
         assert (result.stdout + result.stderr).count("epoch 0: train loss") <= 1
 
 
+# two torchrun processes and a one-process run; README's torchrun acceptance test runs by default
+@pytest.mark.slow
 def test_two_processes_train_as_one_with_the_same_global_batch_and_rank_0_tracks(single, tmp_path):
     result = torchrun(*REFINE, "classifier.epochs=3", tmp=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

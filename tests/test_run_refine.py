@@ -11,6 +11,9 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import EPOCH_METRICS, image_bytes, run_cli
 
+# refinement end to end; README's dnn, svm_dnn_refined and resume acceptance tests run by default
+pytestmark = pytest.mark.slow
+
 # 64 px: at 32 px a ResNet's last feature map is 1x1 and batch-norm training is erratic.
 # The step schedule keeps the learning rate independent of the number of epochs, so a run
 # resumed with more epochs can be compared to a straight one.

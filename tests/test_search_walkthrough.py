@@ -170,6 +170,7 @@ def walk_through(tmp_path: Path, train_again: bool) -> None:
     assert version.run_id == run2.info.run_id
 
 
+@pytest.mark.slow  # five command starts and a run
 def test_from_queries_to_a_first_model_then_relabel_and_set_aside(tmp_path):
     walk_through(tmp_path, train_again=False)
 

@@ -64,6 +64,7 @@ def svm_sweep(tmp_path_factory):
     return tmp, first
 
 
+@pytest.mark.slow  # a 3-trial sweep; README's sweep acceptance test runs one by default
 def test_sweep_runs_n_trials_under_one_parent_run(svm_sweep):
     tmp, result = svm_sweep
     assert states(study_of(tmp, "svm")) == ["COMPLETE"] * 4
@@ -88,6 +89,7 @@ def test_sweep_runs_n_trials_under_one_parent_run(svm_sweep):
     )
 
 
+@pytest.mark.slow  # two more sweep starts
 def test_same_command_again_runs_nothing_and_a_larger_total_runs_the_difference(svm_sweep):
     tmp, _ = svm_sweep
     again = run_cli(*SVM_SWEEP, "hydra.sweeper.n_trials=4", tmp=tmp, multirun=True)
@@ -103,6 +105,7 @@ def test_same_command_again_runs_nothing_and_a_larger_total_runs_the_difference(
     assert parent.info.end_time >= max(k.info.end_time for k in children[parent.info.run_id])
 
 
+@pytest.mark.slow  # a sweep of refining trials
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     result = run_cli(
         "sweep=svm",
@@ -124,6 +127,7 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert sorted(k.info.status for k in kids) == ["FAILED", "FINISHED", "FINISHED"]
 
 
+@pytest.mark.slow  # a sweep start
 def test_too_many_failures_stop_the_sweep_with_one_line(tmp_path):
     result = run_cli(
         "sweep=svm",
@@ -154,6 +158,7 @@ def test_bad_sweep_settings_fail_before_any_trial(tmp_path, override, message):
     assert "trial 0" not in result.stdout
 
 
+@pytest.mark.slow  # 4 refining trials
 def test_pruning_stops_weak_trials_early_and_tags_their_runs(tmp_path):
     result = run_cli(
         *REFINE_SWEEP,
@@ -216,6 +221,7 @@ def sweep_process(tmp, *overrides, stdout=subprocess.DEVNULL):
     )
 
 
+@pytest.mark.slow  # two sweeps of refining trials
 def test_an_interrupted_sweep_continues_where_it_stopped(tmp_path):
     sweep = [
         *REFINE_SWEEP,
@@ -242,6 +248,7 @@ def test_an_interrupted_sweep_continues_where_it_stopped(tmp_path):
     assert states(study_of(tmp_path, "refine_dnn")) == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
 
 
+@pytest.mark.slow  # two concurrent sweeps
 def test_two_sweeps_on_one_storage_share_the_study_without_repeats(tmp_path):
     sweep = [
         "sweep=svm",
@@ -267,6 +274,7 @@ def test_two_sweeps_on_one_storage_share_the_study_without_repeats(tmp_path):
     assert len([k for k in children[parents[0].info.run_id] if k.info.status == "FINISHED"]) == 4
 
 
+@pytest.mark.slow  # joblib worker processes
 def test_parallel_trials_run_through_the_joblib_launcher(tmp_path):
     result = run_cli(
         *SVM_SWEEP,
@@ -282,6 +290,7 @@ def test_parallel_trials_run_through_the_joblib_launcher(tmp_path):
     assert len(children[parents[0].info.run_id]) == 3
 
 
+@pytest.mark.slow  # a grid of runs; README's grid acceptance test runs one by default
 def test_a_plain_hydra_grid_is_grouped_under_one_parent_run(tmp_path):
     result = run_cli("resolution.size=32,40", tmp=tmp_path, multirun=True)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -293,6 +302,7 @@ def test_a_plain_hydra_grid_is_grouped_under_one_parent_run(tmp_path):
     assert sorted(k.data.params["resolution.size"] for k in kids) == ["32", "40"]
 
 
+@pytest.mark.slow  # a sweep of refining trials
 def test_ctrl_c_fails_the_running_trial_and_leaves_no_run_running(tmp_path):
     sweep = [
         *REFINE_SWEEP,

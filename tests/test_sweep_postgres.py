@@ -19,6 +19,8 @@ from PIL import Image
 
 from tests.conftest import FAST, ROOT, run_sql, start_mlflow_server, stop_mlflow_server
 
+pytestmark = pytest.mark.slow  # PostgreSQL workers and an MLflow server
+
 # Tiny trials that train the head alone on a set of three colours: at lr 0.05 validation is
 # perfect after one epoch, at lr 1e-6 at chance, and the median pruner stops those.
 SWEEP = [

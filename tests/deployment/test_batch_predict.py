@@ -43,6 +43,7 @@ def photos(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow  # trains and logs a model; README's predict acceptance test runs by default
 def test_a_folder_is_scored_recursively_and_a_corrupt_file_gets_an_error_row(
     trained, photos, tmp_path
 ):
@@ -73,6 +74,7 @@ def test_a_folder_is_scored_recursively_and_a_corrupt_file_gets_an_error_row(
     assert [p.name for p in output.parent.iterdir()] == ["predictions.csv"]  # no temp left
 
 
+@pytest.mark.slow  # trains, registers and serves a model
 def test_single_files_by_registered_alias_match_the_served_models_scores(trained, photos, tmp_path):
     client = trained.client
     register_run(client, client.get_run(trained.run_id), "batch-model", "champion")

@@ -58,6 +58,7 @@ def test_a_failed_parity_check_writes_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # trains and logs a model; README's export acceptance test runs by default
 def test_a_logged_model_exports_and_onnxruntime_scores_like_the_served_model(trained, tmp_path):
     output = tmp_path / "model.onnx"
     result = run_module(

@@ -73,6 +73,7 @@ def test_a_vit_state_dict_saved_at_another_side_is_carried_over(tmp_path):
     assert loaded[1].encoder.pos_embedding.shape == (1, 2, 768)
 
 
+@pytest.mark.slow  # builds and exports several networks
 def test_a_spec_rebuilds_the_same_network_and_it_exports_to_onnx(tmp_path):
     torch.manual_seed(0)
     featurizer, _ = build_featurizer("mobilenet_v3_small", "none", 32)

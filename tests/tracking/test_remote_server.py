@@ -1,8 +1,11 @@
 """A run against a real MLflow tracking server, as a team shares one."""
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import run_cli
+
+pytestmark = pytest.mark.slow  # an MLflow tracking server and a run
 
 
 def test_run_lands_on_a_tracking_server_with_artifacts_and_model(mlflow_server, tmp_path):
