@@ -155,6 +155,21 @@ def test_the_served_model_picks_its_precision_where_it_loads_and_bf16_scores_as_
     assert not output.exists()
 
 
+class LooksLikeAnImageClassifier(mlflow.pyfunc.PythonModel):
+    def predict_pixels(self, pixels):
+        return pixels
+
+    def predict(self, context, model_input: list[str], params=None) -> list[str]:
+        return model_input
+
+
+def test_a_model_not_logged_as_the_served_model_is_refused_whatever_its_methods(tmp_path):
+    folder = tmp_path / "other-model"
+    mlflow.pyfunc.save_model(folder, python_model=LooksLikeAnImageClassifier(), pip_requirements=[])
+    with pytest.raises(UserError, match="is not an image classifier logged by src.run"):
+        load_image_classifier(str(folder))
+
+
 def test_a_missing_input_is_an_error_before_the_model_is_loaded_and_nothing_is_written(tmp_path):
     output = tmp_path / "predictions.csv"
     with pytest.raises(UserError, match=f"input {tmp_path / 'nowhere'} does not exist"):
