@@ -23,8 +23,9 @@ class ImageFile:
 def find_images(root: str | Path) -> tuple[list[str], list[ImageFile]]:
     """List the class names (sorted: class ids follow this order) and every image file.
 
-    Files are found recursively inside each class folder; hidden files and folders are
-    ignored, and so are files whose extension is not an image's (notes, thumbnails dbs).
+    Files are found recursively inside each class folder by `images_under`: hidden files
+    and folders, `__MACOSX` and files whose extension is not an image's (notes, thumbnail
+    dbs) are ignored.
     """
     root = Path(root).expanduser()
     if not root.exists():
