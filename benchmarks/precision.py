@@ -109,7 +109,8 @@ def refinement(paths, labels, rounds: int, workers: int) -> list[dict]:
 
 def serving(calls: int, rounds: int) -> list[dict]:
     """The pyfunc as `mlflow models serve` runs it, minus HTTP: one image per call."""
-    from src.tracking.pyfunc_model import ImageClassifierModel, encode_jpeg
+    from src.deployment.served_model import ImageClassifierModel
+    from src.tracking.pyfunc_model import encode_jpeg
 
     classifier = training.classifier("resnet18")
     spec = make_spec(classifier, "resnet18", "dnn", ["a", "b", "c"], SIZE, "letterbox", 0.5)

@@ -23,8 +23,9 @@ class ImageFile:
 def find_images(root: str | Path) -> tuple[list[str], list[ImageFile]]:
     """List the class names (sorted: class ids follow this order) and every image file.
 
-    Files are found recursively inside each class folder; hidden files and folders are
-    ignored, and so are files whose extension is not an image's (notes, thumbnails dbs).
+    Files are found recursively inside each class folder by `images_under`: hidden files
+    and folders, `__MACOSX` and files whose extension is not an image's (notes, thumbnail
+    dbs) are ignored.
     """
     root = Path(root).expanduser()
     if not root.exists():
@@ -38,22 +39,34 @@ def find_images(root: str | Path) -> tuple[list[str], list[ImageFile]]:
         raise UserError(f"no class folders in {root}; expected {root}/<class>/<image files>")
     files = []
     for label in classes:
-        for dirpath, dirnames, filenames in os.walk(root / label):
-            dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
-            for name in sorted(filenames):
-                if _hidden(name) or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
-                    continue
-                path = Path(dirpath, name).resolve()
-                stat = path.stat()
-                relpath = Path(dirpath, name).relative_to(root).as_posix()
-                files.append(
-                    ImageFile(
-                        path, relpath, label, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
-                    )
-                )
+        for found in images_under(root / label):
+            path = found.resolve()
+            stat = path.stat()
+            relpath = found.relative_to(root).as_posix()
+            files.append(
+                ImageFile(path, relpath, label, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+            )
     if not files:
         raise UserError(f"no image files in the class folders of {root}")
     return classes, files
+
+
+def images_under(folder: Path) -> list[Path]:
+    """The image files under `folder`, recursively: a folder's files (sorted) before its
+    sub-folders (sorted). Paths are `folder` joined with the rest, not resolved, so a
+    relative `folder` gives relative paths. Hidden files and folders are left out, and so
+    are macOS zip leftovers (`__MACOSX`) and files whose extension is not an image's.
+
+    The one walk: training (`find_images`, per class folder) and batch prediction use it."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
+        found += [
+            Path(dirpath, name)
+            for name in sorted(filenames)
+            if not _hidden(name) and Path(name).suffix.lower() in IMAGE_EXTENSIONS
+        ]
+    return found
 
 
 def check_classes(classes: list[str], files: list[ImageFile], root: Path) -> None:

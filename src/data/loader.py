@@ -20,7 +20,7 @@ class ImageDataset(Dataset):
     Items are asked for by index, or by (index, seed) for a random transform such as
     `augment`, which then gets a generator of that seed (see `SeededItems`).
     A file that cannot be decoded (it changed since it was checked) yields a blank image
-    and index -1, so a batch never fails; the caller drops those rows.
+    and index -1, so a batch never fails; the caller drops those rows. `read` says why.
     """
 
     def __init__(self, paths: list[Path], labels: list[int], transform: Callable, size: int):
@@ -36,16 +36,24 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, item):
         index, seed = item if isinstance(item, tuple) else (item, None)
+        pixels, error = self.read(index, seed)
+        if error:
+            index = -1
+        label = self.labels[index] if index >= 0 else -1
+        return torch.from_numpy(pixels), label, index
+
+    def read(self, index: int, seed=None) -> tuple[np.ndarray, str]:
+        """(pixels, "") for a file that was read, else (a blank image, why not)."""
         try:
             data = Path(self.paths[index]).read_bytes()
             if seed is None:
-                pixels = self.transform(data)
-            else:
-                pixels = self.transform(data, rng=np.random.default_rng(seed))
-        except (ImageError, OSError):
-            pixels, index = np.zeros((self.size, self.size, 3), np.uint8), -1
-        label = self.labels[index] if index >= 0 else -1
-        return torch.from_numpy(pixels), label, index
+                return self.transform(data), ""
+            return self.transform(data, rng=np.random.default_rng(seed)), ""
+        except ImageError as error:
+            reason = str(error)
+        except OSError as error:
+            reason = f"cannot be read ({error.strerror or error})"
+        return np.zeros((self.size, self.size, 3), np.uint8), reason
 
 
 class EpochSampler(Sampler):

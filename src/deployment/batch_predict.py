@@ -1,12 +1,11 @@
 """Scoring image files with a logged model: a folder (recursively) or single files → one CSV.
 
-Worker processes read and preprocess files (`load_pixels`, the one path training used)
+Worker processes read and preprocess files (training's walk, dataset and `load_pixels`)
 while the model scores uint8 batches on its own device. A file that cannot be read gets a
 row with its reason in the `error` column and no scores; the others are scored regardless.
 """
 
 import csv
-import os
 from pathlib import Path
 
 import torch
@@ -14,35 +13,31 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from src.atomic import written_atomically
-from src.data.images import IMAGE_EXTENSIONS, ImageError
-from src.data.loader import make_loader
-from src.data.presets import load_pixels
+from src.data.folders import images_under
+from src.data.images import IMAGE_EXTENSIONS
+from src.data.loader import ImageDataset, make_loader
 from src.errors import UserError
+from src.features.featurize import image_files
 
 
-class ImageFiles(Dataset):
-    """(pixels, error) per file; `error` is "" when the file was read, else why not."""
+class WithErrors(Dataset):
+    """(pixels, error) per file of `files`; `error` is "" when the file was read, else why
+    not. Training drops an unreadable file (its index -1); prediction reports it in a row."""
 
-    def __init__(self, paths: list[Path], size: int, preprocessing: str):
-        self.paths, self.size, self.preprocessing = list(paths), size, preprocessing
+    def __init__(self, files: ImageDataset):
+        self.files = files
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
-        try:
-            pixels = load_pixels(self.paths[index].read_bytes(), self.size, self.preprocessing)
-            return torch.from_numpy(pixels), ""
-        except ImageError as error:
-            reason = str(error)
-        except OSError as error:
-            reason = f"cannot be read ({error.strerror or error})"
-        return torch.zeros((self.size, self.size, 3), dtype=torch.uint8), reason
+        pixels, error = self.files.read(index)
+        return torch.from_numpy(pixels), error
 
 
 def find_inputs(inputs: list[str]) -> list[Path]:
-    """Image files under each folder (recursively, sorted; hidden ones and other extensions
-    left out), and each file named directly, whatever its extension."""
+    """Image files under each folder (training's walk, `images_under`), and each file named
+    directly, whatever its extension."""
     files = []
     for name in inputs:
         path = Path(name).expanduser()
@@ -58,24 +53,12 @@ def find_inputs(inputs: list[str]) -> list[Path]:
     return files
 
 
-def images_under(folder: Path) -> list[Path]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [
-            Path(dirpath, name)
-            for name in sorted(filenames)
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
-        ]
-    return found
-
-
 def predict_files(
     model, paths: list[Path], output: Path, batch_size: int, num_workers: int
 ) -> tuple[int, int]:
     """Write `output` (path, label, score, one probability per class, error), rows in the
     order of `paths`; returns (scored, unreadable) counts."""
-    dataset = ImageFiles(paths, model.size, model.preprocessing)
+    dataset = WithErrors(image_files(paths, model.size, model.preprocessing))
     loader = make_loader(dataset, batch_size, num_workers, model.device)
     columns = ["path", "label", "score", *model.classes, "error"]
     done = unreadable = 0

@@ -1,8 +1,8 @@
 """Loading a logged or registered model by its URI, for batch prediction and export.
 
-The loaded object is the pyfunc model itself (`src.tracking.pyfunc_model.ImageClassifierModel`,
-as MLflow rebuilt it from the model's own code and weights), so batch prediction and export
-use exactly what the scoring server runs: its network, classes, size and preprocessing.
+The loaded object is the served model itself (`src.deployment.served_model.ImageClassifierModel`,
+as MLflow rebuilt it from the model's weights), so batch prediction and export use exactly
+what the scoring server runs: its network, classes, size and preprocessing.
 """
 
 import os
@@ -10,12 +10,13 @@ import os
 import mlflow
 from mlflow.exceptions import MlflowException
 
+from src.deployment.served_model import ImageClassifierModel
 from src.errors import UserError
 
 URI_FORMS = "models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/model or a folder"
 
 
-def load_image_classifier(uri: str):
+def load_image_classifier(uri: str) -> ImageClassifierModel:
     """The model at `uri` (anything `mlflow.pyfunc.load_model` takes), unwrapped."""
     # a bar per downloaded file (the model ships its code) is noise beside our own progress
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -28,7 +29,7 @@ def load_image_classifier(uri: str):
         python_model = model.unwrap_python_model()
     except MlflowException:  # another flavour's model
         python_model = None
-    if not hasattr(python_model, "predict_pixels"):
+    if not isinstance(python_model, ImageClassifierModel):
         raise UserError(f"model {uri} is not an image classifier logged by src.run")
     return python_model
 

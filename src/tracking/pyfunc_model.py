@@ -1,19 +1,13 @@
-"""The logged model: an MLflow pyfunc that scores base64-encoded images.
+"""Logging the served model (src/deployment/served_model.py) as the run's MLflow `model`.
 
-Contract (also what `mlflow models serve` answers):
-  in   a DataFrame with an `image` column (or `image base64 string`, the original service's
-       name) of base64-encoded image bytes: JPEG, PNG, BMP, WebP, TIFF or GIF
-  out  a DataFrame with `label`, `score` (its probability) and one probability per class
-It computes in the precision this machine does best (`auto`, src/precision.py: bf16 where
-the CPU or GPU has it natively, else fp32 or fp16), decided when it loads; the environment
-variable IMGSWEEP_PRECISION=fp32|bf16|fp16 overrides that. The spec records what training used.
-The model directory holds the network (`network.pt`: spec and weights) and this package's
-code, so it loads in a fresh process with no training config and no checkout. The model is
-logged "from code" (MLflow runs this file to build it), so nothing is pickled.
+MLflow logs it "from code": it is given the path of `served_model_code.py`, which it runs to
+build the model, and this package's code to ship beside the network (`network.pt`: spec
+and weights). Tracking names that file and never imports it: the served model sits above
+tracking, in src/deployment/. The signature's input columns are the served model's contract,
+defined here, where it is logged, and read by the served model.
 """
 
 import base64
-import binascii
 import io
 import os
 import tempfile
@@ -24,18 +18,10 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
-from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, Schema
 
-from src.data.images import ImageError
-from src.data.presets import load_pixels
-from src.precision import autocast, resolve_precision
-
-IMAGE_COLUMNS = ("image", "image base64 string")
-PRECISION_VARIABLE = "IMGSWEEP_PRECISION"  # the serving machine's choice; default auto
-BATCH_SIZE = 32
+IMAGE_COLUMNS = ("image", "image base64 string")  # the served model reads the first present
 REQUIREMENTS = (
     "torch",
     "torchvision",
@@ -46,76 +32,7 @@ REQUIREMENTS = (
     "mlflow",
 )
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the `src` package, shipped with the model
-
-
-class ImageClassifierModel(mlflow.pyfunc.PythonModel):
-    def load_context(self, context) -> None:
-        from src.classifiers.network import build_from_spec  # from the model's own code copy
-
-        spec = torch.load(context.artifacts["network"], map_location="cpu", weights_only=True)
-        self.classes = list(spec["classes"])
-        self.size, self.preprocessing = int(spec["size"]), spec["preprocessing"]
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.trained_precision = spec.get("precision", "fp32")  # older models: fp32
-        self.precision = resolve_precision(os.environ.get(PRECISION_VARIABLE, "auto"), self.device)
-        model = build_from_spec(spec).to(self.device)
-        self.model = model.to(memory_format=torch.channels_last)
-
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        column = next((c for c in IMAGE_COLUMNS if c in model_input.columns), None)
-        if column is None:
-            # the server's schema check has already dropped unknown columns, so none are named
-            raise bad_request(
-                f"no image column: expected a column named one of {list(IMAGE_COLUMNS)}"
-            )
-        pixels = [self.pixels_of(value, row) for row, value in enumerate(model_input[column])]
-        return self.to_frame(
-            self.predict_pixels(np.stack(pixels)) if pixels else np.zeros((0, len(self.classes)))
-        )
-
-    def pixels_of(self, value, row: int) -> np.ndarray:
-        if value is None or (isinstance(value, float) and np.isnan(value)):
-            raise bad_request(f"row {row}: no image (null); expected base64-encoded bytes")
-        if not isinstance(value, (str, bytes)):
-            raise bad_request(
-                f"row {row}: the image is a {type(value).__name__}; expected a base64 string"
-            )
-        if not value:
-            raise bad_request(f"row {row}: the image is empty; expected base64-encoded bytes")
-        try:
-            data = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raise bad_request(f"row {row}: the image is not valid base64") from None
-        try:
-            return load_pixels(data, self.size, self.preprocessing)
-        except ImageError as error:
-            raise bad_request(f"row {row}: {error}") from None
-
-    def predict_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 (N, size, size, 3) pixels → (N, classes) probabilities."""
-        probabilities = []
-        with torch.inference_mode(), autocast(self.device, self.precision):
-            for start in range(0, len(pixels), BATCH_SIZE):
-                batch = torch.from_numpy(pixels[start : start + BATCH_SIZE]).to(self.device)
-                probabilities.append(torch.softmax(self.model(batch).float(), 1).cpu().numpy())
-        return np.concatenate(probabilities)
-
-    def to_frame(self, probabilities: np.ndarray) -> pd.DataFrame:
-        best = probabilities.argmax(axis=1) if len(probabilities) else np.zeros(0, int)
-        frame = pd.DataFrame(
-            {
-                "label": [self.classes[k] for k in best],
-                "score": probabilities[np.arange(len(best)), best].astype(float),
-            }
-        )
-        for k, name in enumerate(self.classes):
-            frame[name] = probabilities[:, k].astype(float)
-        return frame
-
-
-def bad_request(message: str) -> MlflowException:
-    """An error the scoring server answers with HTTP 400 and this message."""
-    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+SERVED_MODEL_CODE = PACKAGE_DIR / "deployment" / "served_model_code.py"
 
 
 def log_model(spec: dict, example_image: bytes) -> str:
@@ -136,7 +53,7 @@ def log_model(spec: dict, example_image: bytes) -> str:
         torch.save(spec, network)
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=__file__,
+            python_model=str(SERVED_MODEL_CODE),
             artifacts={"network": str(network)},
             code_paths=[str(PACKAGE_DIR)],
             signature=signature,
@@ -162,6 +79,3 @@ def _requirements() -> list[str]:
         except PackageNotFoundError:
             pinned.append(package)
     return pinned
-
-
-mlflow.models.set_model(ImageClassifierModel())  # what MLflow finds when it runs this file

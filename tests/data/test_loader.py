@@ -24,8 +24,8 @@ def test_featurised_pixels_are_the_served_pixels(tmp_path, preprocessing):
     import torch
 
     from src.classifiers.network import ImageClassifier, make_head, make_spec
+    from src.deployment.served_model import ImageClassifierModel
     from src.features.backbone import build_featurizer
-    from src.tracking.pyfunc_model import ImageClassifierModel
 
     paths = sorted(write_dataset(tmp_path, {"a": 3}, size=(120, 70)).glob("*/*.jpg"))
     featurizer, _ = build_featurizer("resnet18", "none")

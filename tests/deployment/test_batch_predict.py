@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from src.atomic import written_atomically
+from src.data.folders import find_images
 from src.data.presets import load_pixels
 from src.deployment.loading import load_image_classifier
 from src.deployment.registry import register_run
@@ -74,6 +75,31 @@ def test_a_folder_is_scored_recursively_and_a_corrupt_file_gets_an_error_row(
     assert [p.name for p in output.parent.iterdir()] == ["predictions.csv"]  # no temp left
 
 
+def test_a_folder_is_walked_as_training_walks_it_so_mac_zip_leftovers_are_not_scored(
+    trained, tmp_path, monkeypatch
+):
+    """The files scored in a folder are those training would take from it, in its order:
+    not `__MACOSX` (resource forks `._*`, or anything else a Mac's zip left there), hidden
+    files or other extensions; and their paths stay as the user named the folder."""
+    photos = tmp_path / "photos"
+    kept = ["a/1.jpg", "a/sub/2.png", "b/3.jpg"]
+    left_out = ["__MACOSX/._x.jpg", "__MACOSX/x.jpg", "a/__MACOSX/sub/._2.png"]
+    left_out += ["a/__MACOSX/2.png", "a/.4.jpg"]
+    for i, name in enumerate(kept + left_out):
+        (photos / name).parent.mkdir(parents=True, exist_ok=True)
+        fmt = "PNG" if name.endswith(".png") else "JPEG"
+        (photos / name).write_bytes(image_bytes(fmt, size=(90, 60), seed=i))
+    (photos / "b" / "notes.txt").write_text("not a picture")
+    monkeypatch.chdir(tmp_path)
+    predict(
+        [f"model=runs:/{trained.run_id}/model", "input=photos", "output=predictions.csv"]
+        + ["num_workers=0", f"tracking_uri={trained.uri}"]
+    )
+    scored = [row["path"] for row in read_rows(tmp_path / "predictions.csv")]
+    assert scored == [f"photos/{name}" for name in kept]
+    assert [f"photos/{f.relpath}" for f in find_images(photos)[1]] == scored
+
+
 @pytest.mark.slow  # trains, registers and serves a model
 def test_single_files_by_registered_alias_match_the_served_models_scores(trained, photos, tmp_path):
     client = trained.client
@@ -129,6 +155,21 @@ def test_the_served_model_picks_its_precision_where_it_loads_and_bf16_scores_as_
             + [f"tracking_uri={trained.uri}", "precision=fp16"]
         )
     assert not output.exists()
+
+
+class LooksLikeAnImageClassifier(mlflow.pyfunc.PythonModel):
+    def predict_pixels(self, pixels):
+        return pixels
+
+    def predict(self, context, model_input: list[str], params=None) -> list[str]:
+        return model_input
+
+
+def test_a_model_not_logged_as_the_served_model_is_refused_whatever_its_methods(tmp_path):
+    folder = tmp_path / "other-model"
+    mlflow.pyfunc.save_model(folder, python_model=LooksLikeAnImageClassifier(), pip_requirements=[])
+    with pytest.raises(UserError, match="is not an image classifier logged by src.run"):
+        load_image_classifier(str(folder))
 
 
 def test_a_missing_input_is_an_error_before_the_model_is_loaded_and_nothing_is_written(tmp_path):
