@@ -14,6 +14,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from src.data.split import SPLITS
 from src.errors import UserError
 
 MODEL_NAME = "model"  # the name `src.run` logs its model under
@@ -21,7 +22,7 @@ OBJECTIVE = "val/class_avg_accuracy"  # what a sweep maximises; picks a study's 
 STUDY_TAG, TRIAL_TAG = "optuna.study", "optuna.trial"  # set on each trial's run by sweeps
 HEADLINE = [
     f"{split}/{metric}"
-    for split in ("train", "val", "test")
+    for split in SPLITS
     for metric in ("accuracy", "class_avg_accuracy", "auc_micro", "auc_macro")
 ]
 COPIED_TAGS = ("classifier", "model", "dataset", "pretrained", "git_commit", STUDY_TAG, TRIAL_TAG)

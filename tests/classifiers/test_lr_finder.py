@@ -13,7 +13,7 @@ from src.classifiers.lr_finder import RangeTest, find_lr, suggest
 from src.classifiers.network import ImageClassifier, make_head
 from src.data.prepare import SplitSettings, prepare_dataset
 from src.features.backbone import build_featurizer
-from tests.conftest import run_cli
+from tests.conftest import run_cli, write_colour_dataset
 from tests.test_run import all_artifacts, only_run
 
 CPU = torch.device("cpu")
@@ -85,7 +85,7 @@ def test_lr_find_prints_the_suggestion_and_the_command_and_lr_auto_uses_it(tmp_p
     assert lrs and lrs[0].value <= suggested
 
 
-LEARNABLE = [  # the tests' synthetic textures (tests/conftest.py: 8 per class, 32 px)
+LEARNABLE = [  # on the colour set (tests/conftest.py), learnable from random weights
     "classifier=dnn",
     "classifier.epochs=4",
     "classifier.patience=0",
@@ -96,8 +96,16 @@ LEARNABLE = [  # the tests' synthetic textures (tests/conftest.py: 8 per class, 
 @pytest.mark.slow  # two trainings of 4 epochs and a 60-step range test: minutes on a CPU
 def test_the_suggested_lr_learns_at_least_as_well_as_the_default_in_as_many_epochs(tmp_path):
     scores = {}
+    colours = write_colour_dataset(tmp_path / "colours", 12)
     for lr in ("0.005", "auto"):  # 0.005: conf/classifier/dnn.yaml's default
-        result = run_cli(*LEARNABLE, f"classifier.lr={lr}", tmp=tmp_path / lr, timeout=1800)
+        result = run_cli(
+            *LEARNABLE,
+            "dataset=folder",
+            f"dataset.root={colours}",
+            f"classifier.lr={lr}",
+            tmp=tmp_path / lr,
+            timeout=1800,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         _, run = only_run(tmp_path / lr)
         scores[lr] = run.data.metrics["val/eval_class_avg_accuracy"]
