@@ -7,6 +7,7 @@ refining one network) rank 0 runs `pipeline` and the others `follow` it: see
 src/classifiers/distributed.py.
 """
 
+import dataclasses
 import logging
 import math
 import sys
@@ -25,25 +26,19 @@ from src.classifiers.auto_lr import resolve_lr
 from src.classifiers.callbacks import EPOCH_METRICS
 from src.classifiers.checkpoint import load_checkpoint
 from src.classifiers.distributed import Ranks
-from src.classifiers.modes import (
-    SPLITS,
-    Fitted,
-    Job,
-    fit_dnn,
-    fit_svm,
-    fit_svm_dnn_refined,
-    refine_network,
-)
 from src.classifiers.network import make_spec
 from src.data.prepare import PreparedData, prepare_dataset
 from src.data.presets import load_pixels
+from src.data.split import SPLITS
 from src.data.synthetic import ensure_synthetic_textures
 from src.device import configure, pick_device, resolve_workers
 from src.errors import UserError
 from src.evaluation.metrics import evaluate
 from src.evaluation.results_page import write_results_page
 from src.features.backbone import build_featurizer, check_model, describe, feature_size
-from src.features.cache import cached_features
+from src.modes import mode_of
+from src.modes.job import Fitted, Job, Network
+from src.modes.refining import refine_network
 from src.precision import detect_native_bf16, resolve_precision
 from src.resume import checkpoint_path, interrupted_message, resume_state, what_is_kept
 from src.run_spec import DataSpec, RunSpec, TrialSpec
@@ -168,7 +163,11 @@ def pipeline(spec: RunSpec, device: torch.device, ranks: Ranks = distributed.SIN
                 {"model.weights_identity": weights.identity, **describe(arch, featurizer)}
             )
             job = make_job(spec, data, device, workers, precision)
-            fitted = fit(spec, job, featurizer, weights, run.info.run_id, resume, link, ranks)
+            cached = mode_of(spec.mode.name).cached_features
+            network = Network(
+                featurizer, cache_key=feature_cache_key(spec, job, weights) if cached else None
+            )
+            fitted = fit(spec, job, network, run_id=run_id, resume=resume, link=link, ranks=ranks)
             if link and link.pruned_at is not None:
                 mlflow.set_tags({"optuna.state": "PRUNED", "optuna.pruned": "true"})
                 mlflow.log_artifacts(str(out))
@@ -200,89 +199,63 @@ def follow(spec: RunSpec, device: torch.device, ranks: Ranks) -> float:
     resume_from = distributed.data_ready(ranks)  # once rank 0 has checked and prepared it
     data = prepare(spec, spec.data.root, workers)
     featurizer, _ = build_featurizer(spec.model.arch, spec.model.weights, spec.image_size)
-    m = spec.mode
     refine_network(
         make_job(spec, data, device, workers, precision),
         featurizer,
-        m.refinement,
-        m.dropout,
+        spec.mode,
         feature_size(spec.model.arch),
-        [],
-        None,
-        load_checkpoint(resume_from) if resume_from else None,
-        ranks,
+        resume=load_checkpoint(resume_from) if resume_from else None,
+        ranks=ranks,
     )
     return math.nan
 
 
-def fit(spec: RunSpec, job: Job, featurizer, weights, run_id: str, resume, link, ranks):
-    """Run the classifier's mode; returns its Fitted, or None for a pruned trial."""
-    m = spec.mode
-    if m.name == "svm":
-        identity = {  # everything the fixed features depend on
-            "arch": spec.model.arch,
-            "weights": weights.identity,
-            "size": job.size,
-            "preprocessing": job.preprocessing,
-            "seed": None if weights.pretrained else job.seed,  # random weights differ per seed
-            "precision": job.precision,  # bf16 features differ from fp32 ones in the 3rd digit
-        }
-        files = [f for s in SPLITS for f in job.files[s]]
-        rates = []  # filled when the features are computed, not found
-
-        def compute():
-            features, rate = job.timed_outputs(featurizer, job.all_paths(), "featurising")
-            rates.append(rate)
-            return features
-
-        features, hit = cached_features(
-            spec.cache_dir / "features",
-            identity,
-            files,
-            compute,
-            job.device.type,
-            job.precision,
-        )
-        if hit:
-            log.info(f"features: found in the cache, featurisation skipped ({len(files)} images)")
-        fitted = fit_svm(job, featurizer, features, list(m.C_values), m.l2_normalize)
-        fitted.featurize_images_per_second = rates[0] if rates else None
-        return fitted
-
-    if m.name not in ("dnn", "svm_dnn_refined"):
-        raise UserError(f"classifier={m.name} is not one of svm, dnn, svm_dnn_refined")
+def fit(spec: RunSpec, job: Job, network: Network, *, run_id, resume, link, ranks):
+    """Run the classifier's mode on the fixed featurizer (`network`), refining it first for
+    a refining mode; returns the mode's Fitted, or None for a pruned trial."""
+    mode = mode_of(spec.mode.name)
+    if not mode.refines:
+        return mode.fit(job, network, spec.mode)
     checkpoint = checkpoint_path(spec.checkpoint_dir, run_id)
     mlflow.set_tag("checkpoint", str(checkpoint))
-    callbacks = [EpochLogger(resume["history"] if resume else ()), *([link] if link else [])]
-    settings = resolve_lr(  # classifier.lr=auto: the lr range test first, in this run
-        job,
-        featurizer,
-        m.refinement,
-        m.dropout,
-        feature_size(spec.model.arch),
-        m.lr_find,
+    size = feature_size(spec.model.arch)
+    settings = dataclasses.replace(  # classifier.lr=auto: the lr range test first, in this run
+        spec.mode,
+        refinement=resolve_lr(
+            job, network.model, spec.mode.refinement, spec.mode.dropout, size, spec.mode.lr_find
+        ),
     )
-    model, refined = refine_network(
+    trained = refine_network(
         job,
-        featurizer,
+        network.model,
         settings,
-        m.dropout,
-        feature_size(spec.model.arch),
-        callbacks,
-        checkpoint,
-        resume,
-        ranks,
+        size,
+        callbacks=(EpochLogger(resume["history"] if resume else ()), *([link] if link else [])),
+        checkpoint=checkpoint,
+        resume=resume,
+        ranks=ranks,
     )
+    result = trained.refined
     mlflow.log_metrics(
-        {"refine/best_epoch": refined.best_epoch, "refine/epochs_run": len(refined.history)}
+        {"refine/best_epoch": result.best_epoch, "refine/epochs_run": len(result.history)}
     )
-    if refined.stopped_by:
-        mlflow.set_tag("stopped_by", refined.stopped_by)
+    if result.stopped_by:
+        mlflow.set_tag("stopped_by", result.stopped_by)
     if link and link.pruned_at is not None:
         return None  # a pruned trial: its network is not scored, nor an SVM fitted on it
-    if m.name == "dnn":
-        return fit_dnn(job, model, refined)
-    return fit_svm_dnn_refined(job, model, refined, list(m.C_values), m.l2_normalize)
+    return mode.fit(job, trained, settings)
+
+
+def feature_cache_key(spec: RunSpec, job: Job, weights) -> dict:
+    """Everything a fixed featurizer's outputs depend on (the feature cache's key)."""
+    return {
+        "arch": spec.model.arch,
+        "weights": weights.identity,
+        "size": job.size,
+        "preprocessing": job.preprocessing,
+        "seed": None if weights.pretrained else job.seed,  # random weights differ per seed
+        "precision": job.precision,  # bf16 features differ from fp32 ones in the 3rd digit
+    }
 
 
 def finish(spec: RunSpec, job: Job, data: PreparedData, fitted: Fitted, out: Path, datasets):
@@ -349,6 +322,7 @@ def make_job(spec: RunSpec, data: PreparedData, device, workers: int, precision:
         workers=workers,
         seed=spec.compute.seed,
         precision=precision,
+        cache_dir=spec.cache_dir / "features",
     )
 
 

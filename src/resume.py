@@ -17,6 +17,7 @@ from src.classifiers.checkpoint import load_checkpoint
 from src.classifiers.distributed import Ranks
 from src.data.prepare import PreparedData
 from src.errors import UserError
+from src.modes import mode_of
 from src.run_spec import RunSpec
 from src.tracking import mlflow_run
 
@@ -27,10 +28,10 @@ SHELL_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 
 def resume_state(spec: RunSpec, uri: str, data: PreparedData) -> dict:
     """The checkpoint to continue from, after checking the run matches this command."""
-    run_id, settings = spec.resume, spec.mode.refinement
+    run_id, settings, mode = spec.resume, spec.mode.refinement, mode_of(spec.mode.name)
     run = mlflow_run.find_run(uri, run_id)
     params, tags = run.data.params, run.data.tags
-    if settings is None:
+    if not mode.refines:
         raise UserError(f"resume= continues a refinement; classifier={spec.mode.name} has none")
     logged = spec.tracking.config["classifier"]  # as the run's params hold them
     expected = {
@@ -50,7 +51,7 @@ def resume_state(spec: RunSpec, uri: str, data: PreparedData) -> dict:
         raise UserError(f"resume={run_id} refused, the run differs: " + "; ".join(differences))
     changed = [
         f"classifier.{k}: the run has {params.get(f'classifier.{k}')}, this command {v}"
-        for k, v in ((k, _param(logged[k])) for k in OPTIMISER_SETTINGS)
+        for k, v in ((k, _param(logged[k])) for k in mode.resume_checks)
         if params.get(f"classifier.{k}") not in (None, v)
     ]
     if changed:
@@ -70,10 +71,6 @@ def resume_state(spec: RunSpec, uri: str, data: PreparedData) -> dict:
             f"{state['epoch'] + 1}: the schedule is stretched from there"
         )
     return {**state, "path": str(checkpoint), "epochs_before": epochs}
-
-
-# what the optimiser's saved state already holds; `epochs` may change (it extends the run)
-OPTIMISER_SETTINGS = ("lr", "momentum", "weight_decay", "schedule", "milestones", "batch_size")
 
 
 def _param(value) -> str:

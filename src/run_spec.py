@@ -22,6 +22,7 @@ from src.classifiers.dnn import Refinement
 from src.data.prepare import SplitSettings
 from src.errors import UserError
 from src.features.backbone import architecture
+from src.modes import ModeSettings, mode_of
 from src.overrides import as_typed
 from src.tuning.study import redact
 
@@ -41,18 +42,6 @@ class ModelSpec:
     name: str  # as the user chose it (model=...)
     arch: str  # what the backbone code builds: the name, or timm:NAME
     weights: str  # auto | imagenet | none | PATH
-
-
-@dataclass(frozen=True)
-class ModeSpec:
-    """The classifier: which mode, and the settings of its parts (src/modes/)."""
-
-    name: str  # svm | dnn | svm_dnn_refined
-    refinement: Refinement | None  # how to train the network (refining modes); lr may be "auto"
-    dropout: float
-    C_values: tuple[float, ...]  # the SVM's candidates, chosen on validation
-    l2_normalize: bool
-    lr_find: dict  # the range test's settings (classifier.lr=auto, src.lr_find)
 
 
 @dataclass(frozen=True)
@@ -99,7 +88,7 @@ class RunSpec:
     image_size: int  # px, the square the network sees
     preprocessing: str  # letterbox | center_crop | resize
     model: ModelSpec
-    mode: ModeSpec
+    mode: ModeSettings  # the classifier (src/modes/)
     compute: ComputeSpec
     tracking: TrackingSpec
     cache_dir: Path  # image checks and features
@@ -198,27 +187,25 @@ def split_settings(split: DictConfig) -> SplitSettings:
     return SplitSettings(**OmegaConf.to_container(split, resolve=True))
 
 
-# the keys a classifier config may have beside Refinement's fields
-CLASSIFIER_KEYS = {"name", "dropout", "C_values", "l2_normalize", "lr_find"}
-
-
-def mode_spec(c: DictConfig) -> ModeSpec:
+def mode_spec(c: DictConfig) -> ModeSettings:
+    """The classifier config as its mode's typed settings: Refinement's fields go to
+    `refinement` (refining modes), the rest to ModeSettings' own fields."""
     check_classifier_keys(c)
-    return ModeSpec(
+    own = {f.name for f in dataclasses.fields(ModeSettings)} - {"name", "refinement"}
+    values = OmegaConf.to_container(c, resolve=True)
+    return ModeSettings(
         name=str(c.name),
-        refinement=refinement(c) if c.name != "svm" else None,
-        dropout=float(c.get("dropout", 0.0)),
-        C_values=tuple(float(v) for v in c.get("C_values", ())),
-        l2_normalize=bool(c.get("l2_normalize", True)),
-        lr_find=OmegaConf.to_container(c.lr_find, resolve=True) if "lr_find" in c else {},
+        refinement=refinement(c) if mode_of(str(c.name)).refines else None,
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in own},
     )
 
 
 def check_classifier_keys(c: DictConfig) -> None:
     """A key of the classifier config that no mode reads is a mistake: say which."""
     fields = {f.name for f in dataclasses.fields(Refinement)}
-    if unknown := sorted(set(c) - fields - CLASSIFIER_KEYS):
-        close = difflib.get_close_matches(unknown[0], sorted(fields | CLASSIFIER_KEYS), n=1)
+    fields |= {f.name for f in dataclasses.fields(ModeSettings)} - {"refinement"}
+    if unknown := sorted(set(c) - fields):
+        close = difflib.get_close_matches(unknown[0], sorted(fields), n=1)
         hint = f" (did you mean classifier.{close[0]}?)" if close else ""
         raise UserError(f"classifier.{unknown[0]} is not a classifier setting{hint}")
 

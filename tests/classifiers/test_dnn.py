@@ -8,13 +8,14 @@ import torch
 
 from src.classifiers.callbacks import should_stop_early
 from src.classifiers.dnn import Refined, Refinement, make_scheduler, refine
-from src.classifiers.modes import Job, fit_dnn
 from src.classifiers.network import ImageClassifier, make_head
 from src.data.loader import EpochSampler
 from src.data.prepare import SplitSettings, prepare_dataset
 from src.errors import UserError
 from src.evaluation.metrics import evaluate
 from src.features.backbone import Normalize, build_featurizer
+from src.modes import dnn as dnn_mode
+from src.modes.job import Job, Network
 from tests.conftest import EPOCH_METRICS, write_colour_dataset
 
 CPU = torch.device("cpu")
@@ -211,7 +212,7 @@ def test_sampler_caps_images_per_epoch_and_reshuffles_each_epoch():
 
 def test_the_refined_network_is_calibrated_on_validation_and_serves_those_scores(tmp_path):
     """An accurate but under-confident network (a mean-colour classifier with small logits)
-    leaves `fit_dnn` with validation ECE at most 0.05, its decisions unchanged, and the
+    leaves the dnn mode's `fit` with validation ECE at most 0.05, its decisions unchanged, and the
     model itself outputs the calibrated logits (what is served)."""
     root = write_colour_dataset(tmp_path / "colours", 60)
     data = prepare_dataset(root, SplitSettings(0.75, 0.2), 0, None, None, 2)
@@ -228,7 +229,7 @@ def test_the_refined_network_is_calibrated_on_validation_and_serves_those_scores
         head[1].bias.zero_()
     model = ImageClassifier(mean_colour, head, l2_normalize=False)
     raw = job.outputs(model, job.paths("val"), "scoring")
-    fitted = fit_dnn(job, model, Refined([], 0, None))
+    fitted = dnn_mode.fit(job, Network(model, Refined([], 0, None)), None)
     before = evaluate(job.labels["val"], torch.softmax(torch.from_numpy(raw), 1), data.classes)
     after = evaluate(
         job.labels["val"], torch.softmax(torch.from_numpy(fitted.logits["val"]), 1), data.classes

@@ -7,13 +7,16 @@ import torch
 from PIL import Image
 
 from src.classifiers.dnn import Refinement
-from src.classifiers.modes import Job, fit_dnn, refine_network
 from src.classifiers.network import ImageClassifier, make_head
 from src.data.folders import ImageFile
 from src.data.presets import load_pixels
 from src.evaluation.gradcam import find_feature_map, scores_and_maps
 from src.features.backbone import build_featurizer, feature_size
 from src.features.featurize import featurize
+from src.modes import ModeSettings
+from src.modes import dnn as dnn_mode
+from src.modes.job import Job
+from src.modes.refining import refine_network
 
 SIZE, PATCH = 128, 40  # px: resnet18's last map is 4 x 4 cells of 32 px at 128 px
 CLASSES = ("horizontal", "vertical", "none")  # stripes in the patch; "none": no patch at all
@@ -76,8 +79,8 @@ def test_the_maps_peak_on_the_patch_that_decides_the_class(tmp_path):
     torch.manual_seed(0)
     featurizer, _ = build_featurizer("resnet18", "none", SIZE)
     settings = Refinement(epochs=4, lr=0.01, batch_size=8, augment=False, patience=0)
-    model, refined = refine_network(job, featurizer, settings, 0.0, 512, [], None, None)
-    fitted = fit_dnn(job, model, refined)
+    network = refine_network(job, featurizer, ModeSettings("dnn", settings, dropout=0.0), 512)
+    fitted = dnn_mode.fit(job, network, None)
     _, labels, corners = data["test"]
     assert fitted.maps.predicted.shape == (len(labels), 4, 4)
     assert fitted.maps.layer == "featurizer.1.layer4"

@@ -10,12 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
-from src.classifiers.modes import Job, fit_svm
 from src.data.prepare import SplitSettings, prepare_dataset
 from src.errors import UserError
 from src.features.backbone import build_featurizer
 from src.features.cache import cache_key, cached_features
 from src.features.featurize import featurize
+from src.modes import ModeSettings
+from src.modes.job import Job
+from src.modes.svm import fit_on_features
 
 FEATURIZER = {"arch": "resnet18", "weights": "none", "size": 32, "preprocessing": "letterbox"}
 CPU = ("cpu", "fp32")
@@ -110,7 +112,7 @@ def test_features_with_a_failed_file_are_never_cached_nor_given_to_the_svm(textu
     first, hit = cached_features(tmp_path, FEATURIZER, files, lambda: rows, *CPU)
     assert not hit and list(tmp_path.iterdir()) == []
     with pytest.raises(UserError, match=f"1 image\\(s\\) could not be read.*{files[3].relpath}"):
-        fit_svm(job, torch.nn.Identity(), first, [1.0], True)
+        fit_on_features(job, torch.nn.Identity(), first, ModeSettings("svm", C_values=(1.0,)))
 
 
 def test_featurize_returns_one_row_per_file_in_order(textures):
