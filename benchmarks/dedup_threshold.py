@@ -5,7 +5,7 @@ then as the copies a scraped dataset holds: JPEG re-encodings at quality 50 to 9
 downscales to 75 % and 50 %, and both together. Their pairs with the original must be
 grouped. Distinct photos, and the four disjoint quarters of each photo, must never share a
 group. Every file goes through the project's own image check (`check_image`: the decode
-and the hash that `src.run` and `src.data.dedup` use), so the numbers hold for them.
+and the hash that `src.run` and `src.dedup` use), so the numbers hold for them.
 
 Prints, per threshold, the share of copy pairs grouped and the groups that mix distinct
 images, and the smallest distance between distinct images; README.md quotes the result.

@@ -24,16 +24,11 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from benchmarks.common import photo_like_jpeg
-from src.command_line import (
-    REQUIRED,
-    at_least,
-    parse_arguments,
-    run_command,
-    use_tracking_store,
-)
+from src.command_line import REQUIRED, at_least, parse_arguments, run_command
 from src.deployment.loading import needs_tracking_store
 from src.deployment.scoring_server import scoring_server
 from src.device import cpu_count
+from src.tracking.store import use_tracking_store
 
 ROOT = Path(__file__).resolve().parents[1]
 WARMUP_CALLS = 3  # the first calls pay for lazy initialisation; not counted

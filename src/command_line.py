@@ -1,20 +1,19 @@
-"""What the small entry points share (download, dedup, relabel, register, predict, export):
-`key=value` arguments as Hydra spells them, the tracking store, and one-line errors.
+"""What the small entry points share (search, download, dedup, relabel, register, predict,
+export): `key=value` arguments as Hydra spells them, and one-line errors. (Their tracking
+store: src/tracking/store.py.)
 
 Hydra would be a heavy way to read three or four arguments, and these tools compose no
 config, change no directory and keep no outputs; so they parse their arguments here, in
 one place, with the same look as `src.run`: `python -m src.predict model=... input=...`.
 """
 
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from src.errors import UserError
+from src.errors import UserError, exit_with_error
 
 REQUIRED = object()  # a default that says: the user must give this key
-DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"  # as conf/config.yaml's tracking.uri
 
 
 def parse_arguments(args: list[str], defaults: dict, aliases: dict[str, str] | None = None) -> dict:
@@ -46,34 +45,13 @@ def at_least(values: dict, key: str, minimum: int):
     return values[key]
 
 
-def use_tracking_store(explicit: str | None) -> str:
-    """Point MLflow at the store `src.run` writes to and return its URI: `tracking_uri=` if
-    given, else MLFLOW_TRACKING_URI, else `sqlite:///mlruns/mlflow.db` under the current folder.
-    A missing SQLite file is an error here (opening it would create an empty store)."""
-    import mlflow
-
-    from src.tracking import mlflow_run
-
-    chosen = explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    uri = mlflow_run.resolve_uri(chosen, Path.cwd())
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
-        raise UserError(
-            f"no MLflow store at {uri[len('sqlite:///') :]}; train a model first "
-            "(python -m src.run), or give tracking_uri=... (or set MLFLOW_TRACKING_URI)"
-        )
-    mlflow_run.check_reachable(uri)
-    mlflow.set_tracking_uri(uri)
-    return uri
-
-
 def run_command(main: Callable[[list[str]], int | None], argv: list[str] | None = None) -> None:
     """Call `main(argv)` and exit with its status (None: 0); a UserError is one line on
     stderr and exit code 1, no traceback."""
     try:
         status = main(sys.argv[1:] if argv is None else argv) or 0
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        status = 1
+        exit_with_error(error)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         status = 130

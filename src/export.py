@@ -6,10 +6,11 @@ ONNX with a dynamic batch axis, and checks onnxruntime's outputs against torch's
 from importlib.util import find_spec
 from pathlib import Path
 
-from src.command_line import REQUIRED, parse_arguments, run_command, use_tracking_store
+from src.command_line import REQUIRED, parse_arguments, run_command
 from src.deployment.loading import load_image_classifier, needs_tracking_store
 from src.deployment.onnx_export import TOLERANCE, export_onnx
 from src.errors import UserError
+from src.tracking.store import use_tracking_store
 
 FORMATS = ("onnx",)
 

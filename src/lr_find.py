@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.classifiers.auto_lr import log_range_test, range_test_settings, run_range_test
 from src.classifiers.distributed import SINGLE
 from src.device import pick_device
-from src.errors import UserError
+from src.errors import UserError, exit_with_error
 from src.features.backbone import build_featurizer, check_model, feature_size
 from src.features.model_options import register_model_options
 from src.overrides import as_typed
@@ -32,8 +32,7 @@ def main(cfg: DictConfig) -> None:
     try:
         find(describe_run(cfg))
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+        exit_with_error(error)
 
 
 def find(spec: RunSpec) -> float:

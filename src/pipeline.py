@@ -32,7 +32,7 @@ from src.data.presets import load_pixels
 from src.data.split import SPLITS
 from src.data.synthetic import ensure_synthetic_textures
 from src.device import configure, pick_device, resolve_workers
-from src.errors import UserError
+from src.errors import UserError, exit_with_error
 from src.evaluation.metrics import evaluate
 from src.evaluation.results_page import write_results_page
 from src.features.backbone import build_featurizer, check_model, describe, feature_size
@@ -71,8 +71,7 @@ def run_job(describe: Callable[[], RunSpec], sweeping: bool) -> float:
     except UserError as error:
         if sweeping:
             raise
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+        exit_with_error(error)
     except Interrupted as interrupted:
         print(interrupted, file=sys.stderr)
         sys.exit(130)

@@ -8,11 +8,12 @@ unreadable files get their reason there and no scores, and do not stop the other
 
 from pathlib import Path
 
-from src.command_line import REQUIRED, at_least, parse_arguments, run_command, use_tracking_store
+from src.command_line import REQUIRED, at_least, parse_arguments, run_command
 from src.deployment.batch_predict import find_inputs, predict_files
 from src.deployment.loading import load_image_classifier, needs_tracking_store
 from src.device import configure, resolve_workers
 from src.precision import resolve_precision
+from src.tracking.store import use_tracking_store
 
 
 def predict(argv: list[str]) -> None:

@@ -7,7 +7,7 @@ export it. Registering again makes a new version and moves the alias to it.
 
 from mlflow.tracking import MlflowClient
 
-from src.command_line import REQUIRED, parse_arguments, run_command, use_tracking_store
+from src.command_line import REQUIRED, parse_arguments, run_command
 from src.deployment.registry import (
     OBJECTIVE,
     RANDOM_WEIGHTS_NOTE,
@@ -19,6 +19,7 @@ from src.deployment.registry import (
 )
 from src.errors import UserError
 from src.tracking.mlflow_run import model_version_url
+from src.tracking.store import use_tracking_store
 
 
 def register(argv: list[str]) -> None:

@@ -9,9 +9,8 @@ MLflow's client only.
 
 import json
 import os
-import sys
 
-from src.errors import UserError
+from src.errors import UserError, exit_with_error
 from src.override_check import compose_config
 
 
@@ -21,8 +20,7 @@ def with_logged_overrides(args: list[str], overrides: list[str]) -> list[str]:
     try:
         recorded = json.loads(_tag(run_id, _tracking_uri(overrides)) or "[]")
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
+        exit_with_error(error)
     typed_now = {_key(o) for o in overrides}
     kept = [o for o in recorded if _key(o) not in typed_now]
     return kept + args

@@ -14,6 +14,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from src.errors import exit_with_error
 from src.features.model_options import register_model_options
 from src.override_check import problem
 from src.overrides import hydra_overrides, prepare_overrides
@@ -42,8 +43,7 @@ def start(args: list[str]) -> list[str]:
         args = with_logged_overrides(args, overrides)
         overrides = hydra_overrides(args)
     if message := problem(overrides):
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(1)
+        exit_with_error(message)
     return args
 
 

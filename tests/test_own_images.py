@@ -90,5 +90,5 @@ def test_the_original_dataset_not_yet_downloaded_says_how_to_get_it(tmp_path):
         dataset_root(describe_run(cfg).data)
     assert str(error.value) == (
         f"{tmp_path}/images/fashionTexture does not exist; download it with: python -m "
-        f"src.data.download urls=fashionTextureUrls.tsv name=fashionTexture data_dir={tmp_path}"
+        f"src.download urls=fashionTextureUrls.tsv name=fashionTexture data_dir={tmp_path}"
     )

@@ -89,7 +89,7 @@ def walk_through(tmp_path: Path, train_again: bool) -> None:
         with api.running() as openverse:
             # 1. search: 6 queries, each two pages; the 429 waited out
             searched = command(
-                "src.data.search",
+                "src.search",
                 f"labels={','.join(LABELS)}",
                 f"items={','.join(ITEMS)}",
                 f"per_query={PER_QUERY}",
@@ -110,10 +110,10 @@ def walk_through(tmp_path: Path, train_again: bool) -> None:
             assert f"{images}/img/mixed/0.jpg  (striped, dotted)" in searched.stdout
 
             # 2. download, 3. dedup (one copy set aside)
-            command("src.data.download", f"urls={urls}", f"data_dir={data}")
+            command("src.download", f"urls={urls}", f"data_dir={data}")
         assert sorted(p.name for p in root.iterdir() if p.is_dir()) == sorted(LABELS)
         assert sum(1 for _ in root.rglob("*.jpg")) == 3 * 34
-    deduped = command("src.data.dedup", f"root={root}", "apply=true", f"data_dir={data}")
+    deduped = command("src.dedup", f"root={root}", "apply=true", f"data_dir={data}")
     assert "1 group(s) of duplicates" in deduped.stdout
     quarantine = quarantine_folder(root)
     assert len(list(quarantine.rglob("*.jpg"))) == 1
@@ -140,7 +140,7 @@ def walk_through(tmp_path: Path, train_again: bool) -> None:
         f"path,new_label\n{worst['data-path']},-\n{second['data-path']},{new_label}\n"
     )
     moves = work / "relabel.csv"
-    moved = command("src.data.relabel", f"moves={moves}", f"root={root}", "apply=true")
+    moved = command("src.relabel", f"moves={moves}", f"root={root}", "apply=true")
     assert "moved 2 file(s)" in moved.stdout
     assert (quarantine / worst["data-path"]).exists() and not (root / worst["data-path"]).exists()
     relabelled = f"{new_label}/{second['data-path'].split('/', 1)[1]}"

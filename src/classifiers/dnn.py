@@ -31,10 +31,10 @@ from src.classifiers.callbacks import (
 from src.classifiers.checkpoint import restore_rng_state, save_checkpoint
 from src.classifiers.distributed import SINGLE, Ranks
 from src.classifiers.network import ImageClassifier
+from src.classifiers.selection import class_avg_accuracy
 from src.data.loader import EpochSampler, ImageDataset, SeededItems, make_loader
 from src.data.presets import augment, load_pixels
 from src.errors import UserError
-from src.evaluation.metrics import class_avg_accuracy
 from src.features.featurize import featurize_batches, image_files
 from src.precision import autocast, needs_grad_scaler
 

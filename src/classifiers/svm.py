@@ -23,7 +23,7 @@ from sklearn.svm import LinearSVC
 from torch import nn
 
 from src.classifiers.calibration import fit_temperature
-from src.evaluation.metrics import class_avg_accuracy
+from src.classifiers.selection import class_avg_accuracy
 
 MAX_ITER = 5000  # liblinear iterations; features are L2-normalised, so this is plenty
 CALIBRATION_FOLDS = 5  # out-of-fold margins for the temperature: each SVM sees 80 % of the

@@ -1,13 +1,5 @@
-"""Setting near-duplicate images aside: `python -m src.data.dedup root=PATH`.
-
-    python -m src.data.dedup root=data/images/fashionTexture              # report only
-    python -m src.data.dedup root=data/images/fashionTexture apply=true   # set copies aside
-    python -m src.data.dedup root=data/images/fashionTexture undo=true    # put them back
-
-Keys: `root` (required), `threshold` (bits, 16: finds re-encoded and resized copies, see
-`DUPLICATE_THRESHOLD`; 0 finds identical hashes only, as the original), `hash_size` (16,
-the original's), `apply`,
-`undo`, `data_dir` (`data`: the image-check cache is shared with `src.run`), `threads` (4).
+"""Setting near-duplicate images aside; the command is `python -m src.dedup root=PATH`
+(src/dedup.py).
 
 Images are hashed by the same check `src.run` does before every split (and cached), so both
 see the same duplicates. In each group the image with the most pixels is kept (then the
@@ -21,25 +13,15 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from src.command_line import REQUIRED, parse_arguments, run_command
-from src.data.duplicates import DHASH_SIZE, DUPLICATE_THRESHOLD, duplicate_groups, hamming
+from src.data.duplicates import duplicate_groups, hamming
 from src.data.folders import find_images
 from src.data.inventory import ImageCheck, check_images
 from src.data.overview import GRID_COLUMNS, thumbnail_rows
 from src.data.quarantine import LOG_FILE, LOG_HEADER, quarantine_folder
-from src.errors import UserError
+from src.errors import UserError, exit_with_error
 
 SHEET_FILE = "duplicates.png"  # in the dataset folder (beside the class folders, never read)
 SHEET_GROUPS = 60  # groups pictured; the report lists them all
-DEFAULTS = {
-    "root": REQUIRED,
-    "threshold": DUPLICATE_THRESHOLD,  # bits still called a duplicate; measured, see there
-    "hash_size": DHASH_SIZE,
-    "apply": False,
-    "undo": False,
-    "data_dir": "data",
-    "threads": 4,
-}
 
 
 @dataclass(frozen=True)
@@ -163,38 +145,5 @@ def _size(check: ImageCheck) -> str:
     return f"{check.width}x{check.height}"
 
 
-def main(args: list[str]) -> int:
-    options = parse_arguments(args, DEFAULTS, aliases={"paths.data_dir": "data_dir"})
-    root = Path(options["root"]).expanduser().resolve()
-    folder = quarantine_folder(root)
-    if options["undo"]:
-        restored, blocked = restore(root)
-        print(f"moved {len(restored)} file(s) back from {folder} to {root}")
-        for relpath in blocked:
-            print(f"  left in quarantine: {relpath} ({root / relpath} exists again)")
-        return 0
-    cache = Path(options["data_dir"]) / "cache" / "image_checks"
-    groups, checks = find_duplicates(
-        root, options["threshold"], options["hash_size"], cache, options["threads"]
-    )
-    print(report(root, groups, checks, options["threshold"], options["hash_size"]))
-    if not groups:
-        return 0
-    sheet = duplicates_sheet(root, groups, root / SHEET_FILE)
-    print(f"pictured in {sheet}")
-    if not options["apply"]:
-        print(
-            f"dry run, nothing moved; apply=true moves the files marked 'drop' to {folder}/ "
-            "(nothing is deleted; undo=true moves them back)"
-        )
-        return 0
-    moved = quarantine(root, groups)
-    print(
-        f"moved {len(moved)} file(s) to {folder}/ (listed in {LOG_FILE} there); "
-        f"to undo: python -m src.data.dedup root={root} undo=true"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    run_command(main)
+if __name__ == "__main__":  # the command moved up, beside the other entry points
+    exit_with_error("this command is now python -m src.dedup (same arguments)", 2)

@@ -1,11 +1,5 @@
-"""Download a labelled URL list into a dataset folder (the original workflow's downloader).
-
-    python -m src.data.download urls=fashionTextureUrls.tsv name=fashionTexture
-    → data/images/fashionTexture/<label>/<name>.<ext>
-
-Keys: `urls` (required), `name` (default: the list's file name), `data_dir` (`data`; the
-images go to `<data_dir>/images/<name>`) or `root` (the dataset folder itself), `max_size`
-(1000 px, the original's), `threads` (8), `timeout` (10 s), `retries` (2), `max_mb` (20).
+"""Download a labelled URL list into a dataset folder (the original workflow's downloader);
+the command is `python -m src.download` (src/download.py).
 
 Every image is checked with the project's own decoder before it is kept, so HTML error pages
 served with status 200, cut-off bodies and 1x1 placeholders are refused; images with a longer
@@ -18,7 +12,6 @@ line that did not become an image, with the reason) and `sources.tsv` (each file
 import csv
 import io
 import os
-import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -28,28 +21,15 @@ import cv2
 from tqdm import tqdm
 
 from src.atomic import written_atomically
-from src.command_line import REQUIRED, parse_arguments, run_command
 from src.data.fetch import FetchError, HostLookup, fetch_with_retries
 from src.data.images import SIGNATURES, ImageError, decode_image
 from src.data.url_list import UrlEntry, file_stem, normalized_url, read_url_list
-from src.errors import UserError
+from src.errors import UserError, exit_with_error
 
 FAILURES_FILE = "download_failures.tsv"
 SOURCES_FILE = "sources.tsv"  # path<TAB>url of every downloaded file: provenance, name clashes
 KEPT_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "WEBP": ".webp"}
 JPEG_QUALITY = 95  # for downscaled images (and formats kept as JPEG)
-DEFAULTS = {
-    "urls": REQUIRED,
-    "name": None,
-    "data_dir": "data",
-    "root": None,
-    "max_size": 1000,  # px, longer side; the original downloader's
-    "threads": 8,
-    "timeout": 10.0,  # s without an answer, per request
-    "retries": 2,  # further tries after a transient failure (timeout, 5xx, cut connection)
-    "backoff": 1.0,  # s before the first retry, doubled for each further one
-    "max_mb": 20.0,  # bigger answers are refused unread
-}
 
 
 @dataclass(frozen=True)
@@ -252,29 +232,5 @@ def _tsv(rows: list[list]) -> bytes:
     return buffer.getvalue().encode()
 
 
-def main(args: list[str]) -> int:
-    options = parse_arguments(args, DEFAULTS, aliases={"paths.data_dir": "data_dir"})
-    urls = Path(options["urls"]).expanduser()
-    name = options["name"] or urls.stem
-    root = options["root"] or Path(options["data_dir"]) / "images" / name
-    summary = download_images(
-        urls,
-        root,
-        options["max_size"],
-        options["threads"],
-        options["timeout"],
-        options["retries"],
-        options["backoff"],
-        round(options["max_mb"] * 1_000_000),
-    )
-    print(summary.text())
-    if not summary.downloaded and not summary.present:
-        print("error: no image could be downloaded (reasons above)", file=sys.stderr)
-        return 1
-    print(f"next: python -m src.data.dedup root={summary.root}")
-    print(f"then: python -m src.run dataset=folder dataset.root={summary.root}")
-    return 0
-
-
-if __name__ == "__main__":
-    run_command(main)
+if __name__ == "__main__":  # the command moved up, beside the other entry points
+    exit_with_error("this command is now python -m src.download (same arguments)", 2)

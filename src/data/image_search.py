@@ -193,7 +193,7 @@ def write_search_results(output: Path, summary: SearchSummary) -> list[Path]:
     written whole or not at all; returns the paths written."""
     output = Path(output).expanduser()
     header = [
-        f"# python -m src.data.search provider={summary.provider}: label<TAB>url; queries,",
+        f"# python -m src.search provider={summary.provider}: label<TAB>url; queries,",
         f"# licences and creators in {sidecar(output, 'provenance').name}",
     ]
     rows = [[found.label, found.record.url] for found in summary.kept]
@@ -245,7 +245,7 @@ def _names(values: list[str], key: str) -> list[str]:
 
 def _label_problem(label: str) -> str | None:
     if label == SET_ASIDE:
-        return "is reserved: '-' sets an image aside (src.data.relabel)"
+        return "is reserved: '-' sets an image aside (src.relabel)"
     if label.startswith(".") or any(c in label for c in '/\\:*?"<>|\t'):
         return "cannot be a folder name"
     return None

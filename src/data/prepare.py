@@ -140,7 +140,7 @@ def leakage_warning(
             f"{across} of them are filed under two or more classes, which no split keeps "
             "together: check their labels"
         )
-    advice.append(f"python -m src.data.dedup root={root} threshold={threshold} sets copies aside")
+    advice.append(f"python -m src.dedup root={root} threshold={threshold} sets copies aside")
     return (
         f"{len(leaks)} group(s) of duplicate images straddle train/val/test (leakage; hashes "
         f"within {threshold} bits, e.g. {' = '.join(leaks[0][:3])}); " + "; ".join(advice)

@@ -2,7 +2,7 @@
 
 Beside the dataset (never inside it, so no run reads it), under the same relative paths
 (`<class>/.../<name>`), so each image can go back where it was. Dedup moves the copies it
-finds there (`python -m src.data.dedup apply=true`), relabelling moves an image there when
+finds there (`python -m src.dedup apply=true`), relabelling moves an image there when
 its new label is `-`; `quarantined.tsv` lists each one: the file it was a copy of (`kept`,
 empty for an image set aside by hand) and how far its hash was from it (`distance`).
 """

@@ -1,7 +1,5 @@
-"""Moving images between class folders from a CSV: `python -m src.data.relabel moves=FILE`.
-
-    python -m src.data.relabel moves=relabel.csv root=data/images/fashionTexture             # show
-    python -m src.data.relabel moves=relabel.csv root=data/images/fashionTexture apply=true  # move
+"""Moving images between class folders from a CSV; the command is
+`python -m src.relabel moves=FILE root=PATH` (src/relabel.py).
 
 The CSV has `path,new_label` rows (a header line is optional): paths relative to the
 dataset root, as the results page exports them. The new label `-` sets the image aside: it
@@ -18,7 +16,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from src.command_line import REQUIRED, parse_arguments, run_command
 from src.data.folders import find_images
 from src.data.quarantine import (
     SET_ASIDE,
@@ -27,9 +24,7 @@ from src.data.quarantine import (
     quarantine_folder,
     quarantined_files,
 )
-from src.errors import UserError
-
-DEFAULTS = {"moves": REQUIRED, "root": REQUIRED, "apply": False}
+from src.errors import UserError, exit_with_error
 
 
 @dataclass(frozen=True)
@@ -146,37 +141,5 @@ def _relpath(text: str, root: Path) -> str:
     return path.as_posix()
 
 
-def _shown(relpath: str, root: Path) -> str:
-    if relpath.startswith(f"{SET_ASIDE}/"):
-        return f"set aside: {quarantine_folder(root).name}/{relpath[len(SET_ASIDE) + 1 :]}"
-    return relpath
-
-
-def main(args: list[str]) -> int:
-    options = parse_arguments(args, DEFAULTS)
-    root = Path(options["root"]).expanduser().resolve()
-    moves_file = Path(options["moves"]).expanduser()
-    moves, unchanged = read_moves(moves_file, root)
-    print(f"{len(moves)} move(s) in {moves_file}, dataset {root}:")
-    for move in moves:
-        print(f"  {_shown(move.source, root)} → {_shown(move.target, root)}")
-    for relpath in unchanged:
-        where = relpath.split("/", 1)[0]
-        where = "set aside" if where == SET_ASIDE else f"in {where}"
-        print(f"  (unchanged: {relpath} is already {where})")
-    if not moves:
-        return 0
-    if not options["apply"]:
-        print("dry run, nothing moved; add apply=true to move the files")
-        return 0
-    apply_moves(root, moves)
-    undo = write_undo(moves_file, moves)
-    print(
-        f"moved {len(moves)} file(s); to undo: python -m src.data.relabel moves={undo} "
-        f"root={root} apply=true"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    run_command(main)
+if __name__ == "__main__":  # the command moved up, beside the other entry points
+    exit_with_error("this command is now python -m src.relabel (same arguments)", 2)

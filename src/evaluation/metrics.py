@@ -16,12 +16,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-
-def class_avg_accuracy(y_true, y_pred, num_classes: int) -> float:
-    """Mean per-class recall over the classes that occur in y_true."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    recalls = [np.mean(y_pred[y_true == k] == k) for k in range(num_classes) if np.any(y_true == k)]
-    return float(np.mean(recalls)) if recalls else float("nan")
+from src.classifiers.selection import class_avg_accuracy
 
 
 def evaluate(y_true, scores: np.ndarray, classes: list[str]) -> dict:

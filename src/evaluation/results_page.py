@@ -5,7 +5,7 @@ the MLflow UI's artifact view, which shows HTML in a sandboxed frame) with its t
 predicted label and a bar per class score. Worst mistakes first: wrong predictions by
 falling confidence, then right ones by rising confidence. Filters and sorting run in a few
 lines of plain JavaScript; the page reads fine without it. Ticked images can be exported as
-a `path,new_label` CSV for `python -m src.data.relabel`, with a new label or `-`, which sets
+a `path,new_label` CSV for `python -m src.relabel`, with a new label or `-`, which sets
 the image aside (into the dataset's quarantine folder).
 
 With Grad-CAM maps (src/evaluation/gradcam.py), each card can lay the heat map of the
@@ -340,7 +340,7 @@ PAGE = """<!DOCTYPE html>
 </div>
 <div id="export-box"><span id="export-count"></span>: save as <code>relabel.csv</code>
 (inside the MLflow UI, copy this text; downloads are blocked there), then
-<code>python -m src.data.relabel moves=relabel.csv root={root}</code> shows what would move,
+<code>python -m src.relabel moves=relabel.csv root={root}</code> shows what would move,
 and <code>apply=true</code> moves the files (<code>-</code>: set aside, into the dataset's
 quarantine folder; nothing is deleted, and the undo file it writes brings them back).
 <textarea id="export-text" readonly></textarea></div>

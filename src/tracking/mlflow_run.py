@@ -32,6 +32,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from src.errors import UserError
+from src.tracking.store import sqlite_file
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,9 @@ def server_unreachable(uri: str) -> bool:
 def resolve_uri(uri: str, base_dir: Path) -> str:
     """The tracking URI with a relative SQLite path made absolute against `base_dir` (where
     the user ran the command)."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = "sqlite:///" + str((Path(base_dir) / uri[len("sqlite:///") :]).resolve())
+    database = sqlite_file(uri)
+    if database is not None and not database.is_absolute():  # sqlite:////abs/x.db is kept
+        uri = "sqlite:///" + str((Path(base_dir) / database).resolve())
     elif "://" not in uri:  # a bare folder: MLflow's deprecated file store; keep it explicit
         uri = str((Path(base_dir) / uri).resolve())
     return uri
@@ -101,8 +103,8 @@ def check_reachable(uri: str) -> None:
                 f"the MLflow tracking server {uri} cannot be reached ({reason}); start it, or "
                 "set tracking.uri (or MLFLOW_TRACKING_URI) to a store that can be"
             ) from None
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    if (database := sqlite_file(uri)) is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
     try:
         MlflowClient(uri).search_experiments(max_results=1)
     except Exception as error:  # noqa: BLE001 - each store fails in its own way
@@ -111,9 +113,8 @@ def check_reachable(uri: str) -> None:
 
 def artifact_location(uri: str, experiment: str) -> str | None:
     """`mlruns/artifacts/<experiment>` beside a SQLite store; a server decides for itself."""
-    if uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///") :]).parent / "artifacts" / _slug(experiment)
-        return folder.as_uri()
+    if (database := sqlite_file(uri)) is not None:
+        return (database.parent / "artifacts" / _slug(experiment)).as_uri()
     return None
 
 

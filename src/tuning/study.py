@@ -18,6 +18,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from src.errors import UserError
+from src.tracking.store import sqlite_file
 
 log = logging.getLogger(__name__)
 # Heartbeats are "experimental" and "meant for Study.optimize": we drive them ourselves, from
@@ -60,8 +61,8 @@ def open_storage(url: str, heartbeat_interval: int, grace_period: int):
             path.parent.mkdir(parents=True, exist_ok=True)
             backend = optuna.storages.journal.JournalFileBackend(str(path))
             return optuna.storages.JournalStorage(backend)
-        if url.startswith("sqlite:///"):
-            Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        if (database := sqlite_file(url)) is not None:
+            database.parent.mkdir(parents=True, exist_ok=True)
         for attempt in range(5):
             try:
                 return optuna.storages.RDBStorage(

@@ -13,7 +13,6 @@ continues the study.
 import logging
 import math
 import os
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from src.errors import UserError
+from src.errors import UserError, exit_with_error
 from src.overrides import override, prepare_overrides
 from src.tracking import mlflow_run
 from src.tracking.parent_runs import find_or_create_parent
@@ -54,8 +53,7 @@ def run_sweep(sweeper, arguments: list[str]):
     try:
         return _run_sweep(sweeper, arguments)
     except UserError as error:  # one line, as src.run prints its own errors
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+        exit_with_error(error)
 
 
 def _run_sweep(sweeper, arguments: list[str]):

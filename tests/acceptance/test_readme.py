@@ -43,10 +43,10 @@ TESTS = claim(f"{INSTALL} && pytest")  # what .ci/run runs
 UI = claim("mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db")
 OWN_FOLDER = claim("python -m src.run dataset=folder dataset.root=~/pics/fashion model=resnet50")
 QUICK_LOOK = claim("python -m src.run dataset=folder dataset.root=~/pics/fashion dataset.max")
-DOWNLOAD = claim("python -m src.data.download urls=fashionTextureUrls.tsv name=fashionTexture")
-DEDUP = claim("python -m src.data.dedup root=data/images/fashionTexture")
+DOWNLOAD = claim("python -m src.download urls=fashionTextureUrls.tsv name=fashionTexture")
+DEDUP = claim("python -m src.dedup root=data/images/fashionTexture")
 TRAIN_DOWNLOADED = claim("python -m src.run dataset=fashion_texture")
-RELABEL_SHOW = claim("python -m src.data.relabel moves=relabel.csv root=data/images/fashionTexture")
+RELABEL_SHOW = claim("python -m src.relabel moves=relabel.csv root=data/images/fashionTexture")
 RELABEL_APPLY = claim(f"{RELABEL_SHOW} apply=true")
 DNN = claim("python -m src.run classifier=dnn")
 DNN_BIG = claim("python -m src.run classifier=dnn model=resnet50 resolution=448")
@@ -76,7 +76,7 @@ CONVNEXT = claim("python -m src.run model=convnext_tiny classifier=dnn")
 VIT = claim("python -m src.run model=vit_b_16 resolution.size=224")
 TIMM = claim("python -m src.run model=timm model.name=efficientnet_b0")
 LR_FIND = claim("python -m src.lr_find classifier=dnn model=convnext_tiny")
-SEARCH = claim("python -m src.data.search labels=striped,dotted,leopard items=blouse")
+SEARCH = claim("python -m src.search labels=striped,dotted,leopard items=blouse")
 
 # README commands not run here, and why (each by the text it starts with).
 SKIPPED = {
@@ -102,11 +102,10 @@ SKIPPED = {
     "tests/benchmarks/test_suite.py::test_the_whole_quick_suite_runs, a slow test",
     # the search walk-through goes on from what the search found, which needs the internet:
     # tests/test_search_walkthrough.py runs each of these against a fake Openverse and host
-    "python -m src.data.download urls=fashion_urls.tsv": "search walk-through (see above)",
-    "python -m src.data.dedup root=data/images/fashion_urls": "search walk-through",
+    "python -m src.download urls=fashion_urls.tsv": "search walk-through (see above)",
+    "python -m src.dedup root=data/images/fashion_urls": "search walk-through",
     "python -m src.run dataset=folder dataset.root=data/images/fashion_urls": "search walk-through",
-    "python -m src.data.relabel moves=relabel.csv root=data/images/fashion_urls": "search "
-    "walk-through",
+    "python -m src.relabel moves=relabel.csv root=data/images/fashion_urls": "search walk-through",
     "python -m src.register run_id=<the run id it printed>": "search walk-through",
     "python -m benchmarks": "the full benchmark sizes take over an hour on 2 cores; "
     "`python -m benchmarks --quick` (a slow test here) runs the same code",

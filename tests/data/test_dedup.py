@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from src.data.dedup import DEFAULTS, find_duplicates, quarantine, quarantine_folder, restore
+from src.data.dedup import find_duplicates, quarantine, quarantine_folder, restore
 from src.data.duplicates import (
     DUPLICATE_THRESHOLD,
     dhash,
@@ -26,6 +26,7 @@ from src.data.inventory import CHECK_SCALE, check_images
 from src.data.prepare import SplitSettings, prepare_dataset
 from src.data.split import split_files
 from src.data.synthetic import render_image
+from src.dedup import DEFAULTS
 from src.errors import UserError
 from tests.conftest import ROOT
 
@@ -143,7 +144,7 @@ def test_the_dedup_command_reports_first_and_moves_only_with_apply(tmp_path):
 
     def dedup(*args):
         result = subprocess.run(
-            [sys.executable, "-m", "src.data.dedup", f"root={root}", f"data_dir={tmp_path}", *args],
+            [sys.executable, "-m", "src.dedup", f"root={root}", f"data_dir={tmp_path}", *args],
             cwd=ROOT,
             capture_output=True,
             text=True,

@@ -289,7 +289,7 @@ def test_offline_every_url_fails_cleanly_and_the_command_still_prints_its_summar
         [
             sys.executable,
             "-m",
-            "src.data.download",
+            "src.download",
             f"urls={urls}",
             f"data_dir={tmp_path / 'data'}",
             "retries=0",
@@ -318,7 +318,7 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
         (["urls=x.tsv", "color=red"], "error: unknown key 'color'; expected one of: urls, "),
     ):
         result = subprocess.run(
-            [sys.executable, "-m", "src.data.download", *args],
+            [sys.executable, "-m", "src.download", *args],
             cwd=ROOT,
             capture_output=True,
             text=True,

@@ -111,4 +111,4 @@ def test_the_leakage_advice_matches_the_settings_in_force(tmp_path, caplog):
     sides = {"a/x.jpg": "train", "b/x.jpg": "test"}
     cross_class = leakage_warning([["a/x.jpg", "b/x.jpg"]], sides, True, 16, root)
     assert "group_duplicates" not in cross_class and "check their labels" in cross_class
-    assert f"python -m src.data.dedup root={root} threshold=16" in cross_class
+    assert f"python -m src.dedup root={root} threshold=16" in cross_class

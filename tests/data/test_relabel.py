@@ -8,8 +8,8 @@ import pytest
 from src.data.folders import find_images
 from src.data.quarantine import quarantine_folder
 from src.data.relabel import apply_moves, read_moves, write_undo
-from src.data.relabel import main as relabel_main
 from src.errors import UserError
+from src.relabel import relabel as relabel_main
 from tests.conftest import ROOT, write_dataset
 
 
@@ -89,7 +89,7 @@ def test_the_command_shows_a_dry_run_first_and_moves_with_apply(root, tmp_path):
 
     def relabel(*args):
         return subprocess.run(
-            [sys.executable, "-m", "src.data.relabel", f"moves={moves}", f"root={root}", *args],
+            [sys.executable, "-m", "src.relabel", f"moves={moves}", f"root={root}", *args],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -101,7 +101,7 @@ def test_the_command_shows_a_dry_run_first_and_moves_with_apply(root, tmp_path):
     assert "dry run, nothing moved" in dry.stdout and (root / "dotted" / "dotted_002.jpg").exists()
     applied = relabel("apply=true")
     assert applied.returncode == 0 and (root / "striped" / "dotted_002.jpg").exists()
-    undo = f"to undo: python -m src.data.relabel moves={tmp_path}/relabel.undo.csv"
+    undo = f"to undo: python -m src.relabel moves={tmp_path}/relabel.undo.csv"
     assert undo in applied.stdout
     again = relabel("apply=true")
     assert again.returncode == 1 and again.stderr.count("\n") == 1

@@ -43,7 +43,7 @@ def rows(path) -> list[dict]:
 
 def search_command(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "src.data.search", *args],
+        [sys.executable, "-m", "src.search", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -246,7 +246,7 @@ def test_the_command_writes_the_list_and_ends_with_a_summary(fake_openverse, tmp
     assert "  striped                45 URLs  (4 found again, kept once)" in result.stdout
     assert "dropped, found under two labels or more: 1" in result.stdout
     assert "failed queries: 1" in result.stdout
-    assert f"next: python -m src.data.download urls={output}" in result.stdout
+    assert f"next: python -m src.download urls={output}" in result.stdout
     assert "searching openverse" in result.stderr  # the progress bar
     assert len(read_url_list(output)[0]) == 45 + 24
 

@@ -50,7 +50,7 @@ class ApiSession:
     timeout: float = 20.0  # s without an answer, per request
     retries: int = 3  # further tries after a 429, a 5xx, a timeout or a dropped connection
     backoff: float = 1.0  # s before the first retry when the service names no wait, doubled after
-    max_wait: float = 60.0  # s: a longer Retry-After fails the query (see src/data/search.py)
+    max_wait: float = 60.0  # s: a longer Retry-After fails the query (see src/search.py)
     headers: dict[str, str] = field(default_factory=dict)  # a key, for the services needing one
     requests: int = 0
     waited: float = 0.0  # s spent backing off, for the summary
