@@ -16,9 +16,10 @@ from pathlib import Path
 
 import torch
 
-from src.device import configure
+from src.data.presets import ImageSpec
+from src.device import Compute, configure
 from src.features.backbone import build_featurizer
-from src.features.featurize import featurize, prepare_for_inference
+from src.features.featurize import model_outputs, prepare_for_inference
 
 
 def rss_mb(field: str = "VmRSS") -> float:
@@ -43,7 +44,9 @@ def main(folder: str, arch: str, size: str, batch: str, workers: str) -> None:
     del pixels
     paths = sorted(Path(folder).glob("*.jpg"))
     start = time.perf_counter()
-    features = featurize(model, paths, int(size), "letterbox", int(batch), int(workers), device)
+    features = model_outputs(
+        model, paths, ImageSpec(int(size)), Compute(device, workers=int(workers)), int(batch)
+    )
     elapsed = time.perf_counter() - start
     # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over from the process that
     # started this one (the suite, with its own gigabyte), VmHWM starts afresh at exec

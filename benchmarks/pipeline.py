@@ -21,10 +21,11 @@ from src.data.folders import find_images
 from src.data.images import decode_image
 from src.data.inventory import content_digest
 from src.data.loader import EpochSampler, ImageDataset, SeededItems, make_loader
-from src.data.presets import augment, colour_jitter, letterbox, load_pixels
+from src.data.presets import ImageSpec, augment, colour_jitter, letterbox, load_pixels
+from src.device import Compute
 from src.features.backbone import build_featurizer
 from src.features.cache import cached_features
-from src.features.featurize import featurize, image_files, prepare_for_inference
+from src.features.featurize import image_files, model_outputs, prepare_for_inference
 from src.precision import autocast
 
 FEATURISE_TARGET = 0.85  # end to end / pure forward, CPU, 224 px (issue 7)
@@ -53,7 +54,9 @@ def featurisation(
         featurizer, _ = build_featurizer(arch, "none")
         model = prepare_for_inference(featurizer, device)
         warm_up = paths[:batch]  # kernels chosen, memory allocated
-        featurize(model, warm_up, size, "letterbox", batch, workers, device, "", precision)
+        model_outputs(
+            model, warm_up, ImageSpec(size), Compute(device, precision, workers), batch, ""
+        )
         # the default worker count, and one worker (the CPU default before issue 7) to compare
         counts = [workers] if workers == 1 else [workers, 1]
         forward, end_to_end = 0.0, dict.fromkeys(counts, 0.0)
@@ -63,8 +66,8 @@ def featurisation(
             )
             for count in counts:
                 took = seconds(
-                    lambda m=model, c=count: featurize(
-                        m, paths, size, "letterbox", batch, c, device, "featurising", precision
+                    lambda m=model, c=count: model_outputs(
+                        m, paths, ImageSpec(size), Compute(device, precision, c), batch
                     )
                 )
                 end_to_end[count] = max(end_to_end[count], len(paths) / took)
@@ -101,13 +104,13 @@ def data_pipeline(paths, size, workers, forward_rates: dict, photos: int) -> lis
     datas = [p.read_bytes() for p in paths]
     rng = np.random.default_rng(0)
     one = rate(lambda: [load_pixels(d, size) for d in datas], len(datas))
-    loader_one = loader_rate(image_files(paths, size, "letterbox"), 1)
+    loader_one = loader_rate(image_files(paths, ImageSpec(size)), 1)
     rows = [
         row("decode + letterbox (load_pixels), in process", one),
         row("same, through the DataLoader, 1 worker", loader_one),
     ]
     if workers > 1:
-        loader_all = loader_rate(image_files(paths, size, "letterbox"), workers)
+        loader_all = loader_rate(image_files(paths, ImageSpec(size)), workers)
         rows.append(
             row(f"same, {workers} workers (the default)", loader_all, "1 worker", loader_one)
         )
@@ -188,11 +191,13 @@ def feature_cache(root: Path, size: int, batch: int, workers: int, device) -> li
     files = [replace(f, digest=content_digest(f.path)) for f in files]  # as prepare_dataset
     featurizer, _ = build_featurizer("resnet18", "none")
     identity = {"arch": "resnet18", "weights": "none", "size": size, "preprocessing": "letterbox"}
-    numerics = (device.type, "fp32")  # featurize computes in fp32 unless told otherwise
+    numerics = (device.type, "fp32")  # model_outputs computes in fp32 unless told otherwise
     paths = [f.path for f in files]
 
     def compute():
-        return featurize(featurizer, paths, size, "letterbox", batch, workers, device)
+        return model_outputs(
+            featurizer, paths, ImageSpec(size), Compute(device, workers=workers), batch
+        )
 
     with tempfile.TemporaryDirectory() as cache:
         hits = []

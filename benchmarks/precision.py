@@ -30,10 +30,10 @@ from omegaconf import OmegaConf
 from benchmarks import training
 from benchmarks.common import BENCH_DIR, cpu_model, markdown_table, texture_set
 from src.classifiers.network import make_spec
-from src.data.presets import load_pixels
-from src.device import configure, resolve_workers
+from src.data.presets import ImageSpec, load_pixels
+from src.device import Compute, configure, resolve_workers
 from src.features.backbone import build_featurizer
-from src.features.featurize import featurize, prepare_for_inference
+from src.features.featurize import model_outputs, prepare_for_inference
 from src.pipeline import featurize_batch_size
 from src.precision import autocast, detect_native_bf16, resolve_precision
 
@@ -78,13 +78,15 @@ def featurisation(archs, paths, batches: dict, workers: int, rounds: int, auto: 
     for arch in archs:
         model = prepare_for_inference(build_featurizer(arch, "none")[0], CPU)
         rates, features = {"fp32": [], auto: []}, {}
-        featurize(model, paths[:8], SIZE, "letterbox", batches[auto], workers, CPU, "", auto)
+        model_outputs(
+            model, paths[:8], ImageSpec(SIZE), Compute(CPU, auto, workers), batches[auto], ""
+        )
         for _ in range(rounds):
             for precision in rates:
                 started = time.perf_counter()
                 batch = batches[precision]
-                features[precision] = featurize(
-                    model, paths, SIZE, "letterbox", batch, workers, CPU, "", precision
+                features[precision] = model_outputs(
+                    model, paths, ImageSpec(SIZE), Compute(CPU, precision, workers), batch, ""
                 )
                 rates[precision].append(len(paths) / (time.perf_counter() - started))
         sizes = f"batch {batches['fp32']} (fp32), {batches[auto]} ({auto})"

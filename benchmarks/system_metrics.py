@@ -19,9 +19,10 @@ import torch
 from omegaconf import OmegaConf
 
 from benchmarks.common import texture_set
-from src.device import pick_device
+from src.data.presets import ImageSpec
+from src.device import Compute, pick_device
 from src.features.backbone import build_featurizer
-from src.features.featurize import featurize, prepare_for_inference
+from src.features.featurize import model_outputs, prepare_for_inference
 from src.tracking.mlflow_run import experiment_id, tracked_run
 
 REPEATS = 3
@@ -36,7 +37,7 @@ def images_per_second(model, paths, size: int, batch: int, device, sampling) -> 
         sampling_seconds=sampling or 10.0,
     ):
         start = time.perf_counter()
-        featurize(model, paths, size, "letterbox", batch, 0, device, desc="")
+        model_outputs(model, paths, ImageSpec(size), Compute(device), batch, "")
         if device.type == "cuda":
             torch.cuda.synchronize()
         return len(paths) / (time.perf_counter() - start)
@@ -69,7 +70,7 @@ def main(images: int = 300, size: int = 224) -> dict:
         uri = f"sqlite:///{tmp}/mlflow.db"
         mlflow.set_tracking_uri(uri)
         experiment_id(uri, "bench")
-        featurize(model, paths[:32], size, "letterbox", batch, 0, device, desc="")  # warm-up
+        model_outputs(model, paths[:32], ImageSpec(size), Compute(device), batch, "")  # warm-up
         best = dict.fromkeys(settings, 0.0)
         for turn in range(REPEATS):
             for name, sampling in settings.items():

@@ -10,8 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import seconds, synchronize
-from src.classifiers.dnn import Refinement, refine
+from src.classifiers.dnn import Refinement, train_network
 from src.classifiers.network import ImageClassifier, make_head
+from src.data.presets import ImageSpec
+from src.device import Compute
 from src.features.backbone import build_featurizer, feature_size
 from src.precision import autocast, needs_grad_scaler
 
@@ -65,20 +67,16 @@ def train_step(arch, size, batch, precision, channels_last, steps, device) -> di
 
 
 def refine_epochs(paths, labels, val_images, arch, size, batch, epochs, precision, device, workers):
-    """`refine` for a few epochs on the files; its per-epoch training images/s (training
+    """`train_network` for a few epochs on the files; its per-epoch training images/s (training
     only, validation excluded) and epoch seconds (validation included)."""
     settings = Refinement(epochs=epochs, lr=0.01, batch_size=batch, patience=0)
-    refined = refine(
+    refined = train_network(
         classifier(arch),
         (paths[val_images:], labels[val_images:]),
         (paths[:val_images], labels[:val_images]),
         settings,
-        size,
-        "letterbox",
-        device,
-        workers,
-        seed=0,
-        precision=precision,
+        ImageSpec(size),
+        Compute(device, precision, workers, seed=0),
     )
     return [
         {

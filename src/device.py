@@ -2,12 +2,24 @@
 
 import logging
 import os
+from dataclasses import dataclass
 
 import torch
 
 from src.errors import UserError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Compute:
+    """How the networks run: where, in what precision the forward passes compute
+    (src/precision.py), with how many loader processes, and from which seed."""
+
+    device: torch.device
+    precision: str = "fp32"  # fp32 | bf16 | fp16, resolved (never auto)
+    workers: int = 0
+    seed: int = 0
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -14,12 +14,12 @@ import hydra
 import mlflow
 from omegaconf import DictConfig, OmegaConf
 
-from src.classifiers.auto_lr import log_range_test, range_test_settings, run_range_test
 from src.classifiers.distributed import SINGLE
 from src.device import pick_device
 from src.errors import UserError, exit_with_error
 from src.features.backbone import build_featurizer, check_model, feature_size
 from src.features.model_options import register_model_options
+from src.modes.auto_lr import log_range_test, range_test_settings, run_range_test
 from src.overrides import as_typed
 from src.run_spec import RunSpec, describe_run
 from src.tracking import mlflow_run
@@ -45,13 +45,13 @@ def find(spec: RunSpec) -> float:
     mlflow_run.check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     arch = spec.model.arch
-    check_model(arch, spec.image_size)
+    check_model(arch, spec.image.size)
     device = pick_device(spec.compute.device)
     workers, precision = set_up(spec, device, SINGLE)
     root = dataset_root(spec.data)
     experiment = spec.tracking.experiment
     experiment_id = mlflow_run.experiment_id(uri, experiment)
-    name = f"lr_find-{spec.model.name}-{spec.image_size}px"
+    name = f"lr_find-{spec.model.name}-{spec.image.size}px"
     tags = {
         "classifier": spec.mode.name,
         "model": spec.model.name,
@@ -62,7 +62,7 @@ def find(spec: RunSpec) -> float:
         config = spec.tracking.config
         mlflow_run.log_config(config, OmegaConf.to_yaml(config))
         data = prepare(spec, root, workers)
-        featurizer, _ = build_featurizer(arch, spec.model.weights, spec.image_size)
+        featurizer, _ = build_featurizer(arch, spec.model.weights, spec.image.size)
         job = make_job(spec, data, device, workers, precision)
         found = run_range_test(
             job,

@@ -22,23 +22,24 @@ import torch
 from omegaconf import OmegaConf
 
 from src.classifiers import distributed
-from src.classifiers.auto_lr import resolve_lr
 from src.classifiers.callbacks import EPOCH_METRICS
 from src.classifiers.checkpoint import load_checkpoint
 from src.classifiers.distributed import Ranks
+from src.classifiers.dnn import Hooks
 from src.classifiers.network import make_spec
 from src.data.prepare import PreparedData, prepare_dataset
 from src.data.presets import load_pixels
 from src.data.split import SPLITS
 from src.data.synthetic import ensure_synthetic_textures
-from src.device import configure, pick_device, resolve_workers
+from src.device import Compute, configure, pick_device, resolve_workers
 from src.errors import UserError, exit_with_error
 from src.evaluation.metrics import evaluate
 from src.evaluation.results_page import write_results_page
 from src.features.backbone import build_featurizer, check_model, describe, feature_size
 from src.modes import mode_of
+from src.modes.auto_lr import resolve_lr
 from src.modes.job import Fitted, Job, Network
-from src.modes.refining import refine_network
+from src.modes.refining import train_with_new_head
 from src.precision import detect_native_bf16, resolve_precision
 from src.resume import checkpoint_path, interrupted_message, resume_state, what_is_kept
 from src.run_spec import DataSpec, RunSpec, TrialSpec
@@ -109,7 +110,7 @@ def pipeline(spec: RunSpec, device: torch.device, ranks: Ranks = distributed.SIN
     root = dataset_root(spec.data)
     experiment_id = mlflow_run.experiment_id(uri, t.experiment)
     tags = run_tags(spec, uri, experiment_id)
-    check_model(spec.model.arch, spec.image_size)  # before any heavy work
+    check_model(spec.model.arch, spec.image.size)  # before any heavy work
     # A resume is checked in full before its run is reopened: a refusal changes nothing.
     data = prepare(spec, root, workers) if spec.resume else None
     resume = resume_state(spec, uri, data) if spec.resume else None
@@ -156,7 +157,7 @@ def pipeline(spec: RunSpec, device: torch.device, ranks: Ranks = distributed.SIN
             log_data(data, out)
             datasets = log_dataset_inputs(data, spec.data.name)
             arch = spec.model.arch
-            featurizer, weights = build_featurizer(arch, spec.model.weights, spec.image_size)
+            featurizer, weights = build_featurizer(arch, spec.model.weights, spec.image.size)
             mlflow.set_tag("pretrained", str(weights.pretrained).lower())
             mlflow_run.log_params_once(
                 {"model.weights_identity": weights.identity, **describe(arch, featurizer)}
@@ -197,14 +198,13 @@ def follow(spec: RunSpec, device: torch.device, ranks: Ranks) -> float:
     workers, precision = set_up(spec, device, ranks)
     resume_from = distributed.data_ready(ranks)  # once rank 0 has checked and prepared it
     data = prepare(spec, spec.data.root, workers)
-    featurizer, _ = build_featurizer(spec.model.arch, spec.model.weights, spec.image_size)
-    refine_network(
+    featurizer, _ = build_featurizer(spec.model.arch, spec.model.weights, spec.image.size)
+    train_with_new_head(
         make_job(spec, data, device, workers, precision),
         featurizer,
         spec.mode,
         feature_size(spec.model.arch),
-        resume=load_checkpoint(resume_from) if resume_from else None,
-        ranks=ranks,
+        hooks=Hooks(resume=load_checkpoint(resume_from) if resume_from else None, ranks=ranks),
     )
     return math.nan
 
@@ -224,17 +224,14 @@ def fit(spec: RunSpec, job: Job, network: Network, *, run_id, resume, link, rank
             job, network.model, spec.mode.refinement, spec.mode.dropout, size, spec.mode.lr_find
         ),
     )
-    trained = refine_network(
-        job,
-        network.model,
-        settings,
-        size,
+    hooks = Hooks(
         callbacks=(EpochLogger(resume["history"] if resume else ()), *([link] if link else [])),
         checkpoint=checkpoint,
         resume=resume,
         ranks=ranks,
     )
-    result = trained.refined
+    trained = train_with_new_head(job, network.model, settings, size, hooks=hooks)
+    result = trained.training
     mlflow.log_metrics(
         {"refine/best_epoch": result.best_epoch, "refine/epochs_run": len(result.history)}
     )
@@ -250,10 +247,10 @@ def feature_cache_key(spec: RunSpec, job: Job, weights) -> dict:
     return {
         "arch": spec.model.arch,
         "weights": weights.identity,
-        "size": job.size,
-        "preprocessing": job.preprocessing,
-        "seed": None if weights.pretrained else job.seed,  # random weights differ per seed
-        "precision": job.precision,  # bf16 features differ from fp32 ones in the 3rd digit
+        "size": job.image.size,
+        "preprocessing": job.image.preprocessing,
+        "seed": None if weights.pretrained else job.compute.seed,  # random weights differ per seed
+        "precision": job.compute.precision,  # bf16 features differ from fp32 ones in the 3rd digit
     }
 
 
@@ -268,21 +265,21 @@ def finish(spec: RunSpec, job: Job, data: PreparedData, fitted: Fitted, out: Pat
         spec.model.arch,
         fitted.head,
         data.classes,
-        job.size,
-        job.preprocessing,
+        job.image.size,
+        job.image.preprocessing,
         spec.mode.dropout,
     )
-    served["precision"] = job.precision  # trained in; the served model picks its own (auto)
+    served["precision"] = job.compute.precision  # trained in; the served model picks its own (auto)
     first_test = job.files["test"][0].path.read_bytes()
     # The model before its metrics: MLflow links the metrics logged after it to the model,
     # each with its split's dataset (a run's own metrics keep no dataset)
-    log_model(served, encode_jpeg(load_pixels(first_test, job.size, job.preprocessing)))
+    log_model(served, encode_jpeg(load_pixels(first_test, job.image.size, job.image.preprocessing)))
     reports = {s: evaluate(job.labels[s], softmax(fitted.logits[s]), data.classes) for s in SPLITS}
     log_evaluation(
         reports,
         data.classes,
         out,
-        frozenset(EPOCH_METRICS) if fitted.refined else frozenset(),
+        frozenset(EPOCH_METRICS) if fitted.training else frozenset(),
         datasets,
     )
     write_results_page(
@@ -292,9 +289,9 @@ def finish(spec: RunSpec, job: Job, data: PreparedData, fitted: Fitted, out: Pat
         softmax(fitted.logits["test"]),
         data.classes,
         data.root,
-        f"{spec.mode.name}, {spec.model.name}, {job.size} px: test results",
+        f"{spec.mode.name}, {spec.model.name}, {job.image.size} px: test results",
         maps=fitted.maps,
-        preprocessing=job.preprocessing,
+        preprocessing=job.image.preprocessing,
     )
     log_test_predictions(
         job.files["test"], job.labels["test"], softmax(fitted.logits["test"]), data.classes
@@ -309,18 +306,14 @@ def make_job(spec: RunSpec, data: PreparedData, device, workers: int, precision:
         files=files,
         labels={s: data.labels(files[s]) for s in SPLITS},
         num_classes=len(data.classes),
-        size=spec.image_size,
-        preprocessing=spec.preprocessing,
+        image=spec.image,
+        compute=Compute(device, precision, workers, spec.compute.seed),
         batch_size=featurize_batch_size(
             spec.compute.featurize_batch_size,
             spec.compute.featurize_batch_size_cpu,
             device,
             precision,
         ),
-        device=device,
-        workers=workers,
-        seed=spec.compute.seed,
-        precision=precision,
         cache_dir=spec.cache_dir / "features",
     )
 
@@ -406,7 +399,7 @@ def print_summary(spec: RunSpec, weights, reports, fitted, uri, experiment_id, r
     lines = [
         "",
         f"run {run_id} finished: {spec.mode.name}, {spec.model.name}, "
-        f"{spec.image_size} px, {'pretrained' if weights.pretrained else 'random'} weights",
+        f"{spec.image.size} px, {'pretrained' if weights.pretrained else 'random'} weights",
         f"  {'split':<6} {'images':>7} {'accuracy':>9} {'class-avg':>10}",
     ]
     for split, report in reports.items():
@@ -418,7 +411,7 @@ def print_summary(spec: RunSpec, weights, reports, fitted, uri, experiment_id, r
     lines.append(
         f"  test AUC: micro {test['auc_micro']:.3f}, macro {test['auc_macro']:.3f}"
         + (f"; SVM C = {fitted.svm.C:g}" if fitted.svm is not None else "")
-        + (f"; best epoch {fitted.refined.best_epoch}" if fitted.refined else "")
+        + (f"; best epoch {fitted.training.best_epoch}" if fitted.training else "")
     )
     lines += absent_class_lines(reports)
     if command := mlflow_run.ui_command(uri):

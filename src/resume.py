@@ -37,7 +37,7 @@ def resume_state(spec: RunSpec, uri: str, data: PreparedData) -> dict:
     expected = {
         "classifier.name": spec.mode.name,
         "model.name": spec.model.name,
-        "resolution.size": str(spec.image_size),
+        "resolution.size": str(spec.image.size),
         "seed": str(spec.compute.seed),
         "data.classes": ",".join(data.classes),
         "data.fingerprint": data.fingerprint,

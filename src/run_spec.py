@@ -20,6 +20,7 @@ from omegaconf.errors import ValidationError
 
 from src.classifiers.dnn import Refinement
 from src.data.prepare import SplitSettings
+from src.data.presets import ImageSpec
 from src.errors import UserError
 from src.features.backbone import architecture
 from src.modes import ModeSettings, mode_of
@@ -85,8 +86,7 @@ class TrackingSpec:
 @dataclass(frozen=True)
 class RunSpec:
     data: DataSpec
-    image_size: int  # px, the square the network sees
-    preprocessing: str  # letterbox | center_crop | resize
+    image: ImageSpec  # the square the network sees, and how images are fitted into it
     model: ModelSpec
     mode: ModeSettings  # the classifier (src/modes/)
     compute: ComputeSpec
@@ -123,8 +123,7 @@ def describe_run(cfg: DictConfig) -> RunSpec:
             else None,
             download=d.get("download"),
         ),
-        image_size=int(r.size),
-        preprocessing=str(r.preprocessing),
+        image=ImageSpec(int(r.size), str(r.preprocessing)),
         model=ModelSpec(str(cfg.model.name), architecture(cfg.model), str(cfg.model.weights)),
         mode=mode_spec(c),
         compute=ComputeSpec(
@@ -216,9 +215,7 @@ def refinement(c: DictConfig) -> Refinement:
     settings = OmegaConf.to_container(c, resolve=True)
     fields = {f.name for f in dataclasses.fields(Refinement)}
     chosen = {k: v for k, v in settings.items() if k in fields}
-    auto_lr = (
-        chosen.get("lr") == "auto"
-    )  # the lr range test decides it (src/classifiers/auto_lr.py)
+    auto_lr = chosen.get("lr") == "auto"  # the lr range test decides it (src/modes/auto_lr.py)
     if auto_lr:
         chosen.pop("lr")
     try:

@@ -1,7 +1,9 @@
 """Refining the whole network (the original workflow's Part 2): SGD on a new head.
 
-`refine` is the training loop: one epoch of augmented training, then validation with the
-plain letterbox, then a checkpoint, then the callbacks. The weights of the best epoch (by
+`train_network` is the training loop, in named steps: `start_training` makes what the
+epochs share (the optimiser, schedule, loaders, wrapped model), then each `run_epoch` is one
+epoch of augmented training and validation with the plain letterbox, then a checkpoint,
+then `stop_reason` asks the callbacks and early stopping. The weights of the best epoch (by
 validation class-averaged accuracy) are the ones it leaves in the model. Under torchrun the
 same loop runs in every process (src/classifiers/distributed.py): `ranks` shards the data,
 wraps the model for DistributedDataParallel and sums the epoch's counts; in one process it
@@ -12,6 +14,7 @@ import copy
 import logging
 import math
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -19,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from src.classifiers.callbacks import (
@@ -33,9 +38,10 @@ from src.classifiers.distributed import SINGLE, Ranks
 from src.classifiers.network import ImageClassifier
 from src.classifiers.selection import class_avg_accuracy
 from src.data.loader import EpochSampler, ImageDataset, SeededItems, make_loader
-from src.data.presets import augment, load_pixels
+from src.data.presets import ImageSpec, augment, load_pixels
+from src.device import Compute
 from src.errors import UserError
-from src.features.featurize import featurize_batches, image_files
+from src.features.featurize import image_files, loader_outputs
 from src.precision import autocast, needs_grad_scaler
 
 log = logging.getLogger(__name__)
@@ -65,33 +71,94 @@ class Refinement:
 
 
 @dataclass
-class Refined:
+class TrainingResult:
     history: list[dict[str, float]]  # one dict of metrics per epoch run, resumed ones included
     best_epoch: int
     stopped_by: str | None  # "early_stopping", a callback's name, or None (ran all epochs)
 
 
-def refine(
+@dataclass(frozen=True)
+class Hooks:
+    """What the run around a training plugs into it; the defaults change nothing."""
+
+    callbacks: tuple[Callback, ...] = ()  # called after each epoch; True stops the training
+    checkpoint: Path | None = None  # written after each epoch (src/classifiers/checkpoint.py)
+    resume: dict | None = None  # a checkpoint's content to go on from
+    ranks: Ranks = SINGLE  # the processes training together under torchrun
+
+
+NO_HOOKS = Hooks()
+
+
+@dataclass
+class Training:
+    """Everything a training keeps across its epochs, made once by `start_training`."""
+
+    model: ImageClassifier  # the plain module: validation, checkpoints, the logged model
+    step: nn.Module  # what a training step calls: `model`, wrapped for DDP and/or compiled
+    frozen: nn.Module | None  # a part that stays in eval mode (a frozen backbone)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    autocast: AbstractContextManager  # what the forward passes compute in
+    items: EpochSampler | SeededItems  # set_epoch before each epoch
+    train_loader: DataLoader
+    val_loader: DataLoader
+    val_labels: np.ndarray
+    compute: Compute
+    ranks: Ranks
+
+
+def train_network(
     model: ImageClassifier,
     train: tuple[list[Path], np.ndarray],
     val: tuple[list[Path], np.ndarray],
     settings: Refinement,
-    size: int,
-    preprocessing: str,
-    device: torch.device,
-    workers: int,
-    seed: int,
-    callbacks: list[Callback] = (),
-    checkpoint: Path | None = None,
-    resume: dict | None = None,
+    image: ImageSpec,
+    compute: Compute,
+    *,
+    hooks: Hooks = Hooks(),
+) -> TrainingResult:
+    """Train `model` in place; it ends holding the best epoch's weights. Forward passes
+    compute in `compute.precision` (src/precision.py); weights and the loss stay fp32."""
+    training = start_training(model, train, val, settings, image, compute, hooks.ranks)
+    history, best_state, start = go_on_from(training, hooks.resume)
+    # a run that had stopped early before it was interrupted stays stopped when resumed
+    stopped_by = (
+        "early_stopping" if history and should_stop_early(history, settings.patience) else None
+    )
+    for epoch in range(start, settings.epochs) if stopped_by is None else ():
+        metrics = run_epoch(training, epoch)
+        history.append(metrics)
+        if best_epoch(history) == epoch:
+            best_state = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
+        if hooks.checkpoint is not None:
+            save_checkpoint(
+                hooks.checkpoint, checkpoint_state(training, epoch, history, best_state)
+            )
+        stopped_by = stop_reason(hooks, history, settings.patience)
+        if stopped_by:
+            log.info(f"stopped after epoch {epoch} ({stopped_by})")
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return TrainingResult(history, best_epoch(history) if history else -1, stopped_by)
+
+
+def start_training(
+    model: ImageClassifier,
+    train: tuple[list[Path], np.ndarray],
+    val: tuple[list[Path], np.ndarray],
+    settings: Refinement,
+    image: ImageSpec,
+    compute: Compute,
     ranks: Ranks = SINGLE,
-    precision: str = "fp32",
-) -> Refined:
-    """Train `model` in place; it ends holding the best epoch's weights. `precision`: what
-    the forward passes compute in (src/precision.py); weights and the loss stay fp32."""
-    train_paths, train_labels = train
+) -> Training:
+    """The optimiser, schedule, loaders and wrapped model of a training (and of the lr range
+    test, which trains the same way)."""
+    device = compute.device
     batch_size = ranks.batch_share(
-        _clamp_batch_size(settings.batch_size, len(train_paths), ranks.world_size)
+        _clamp_batch_size(settings.batch_size, len(train[0]), ranks.world_size)
     )
     model = model.to(device).to(memory_format=torch.channels_last)
     if settings.freeze_backbone:
@@ -102,107 +169,113 @@ def refine(
         trainable, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
     )
     sampler = EpochSampler(
-        train_labels,
+        train[1],
         settings.balance_classes,
         settings.max_train_images,
-        seed,
+        compute.seed,
         ranks.rank,
         ranks.world_size,
     )
     steps_per_epoch = len(sampler) // batch_size + (
         len(sampler) % batch_size > 0 and not lone_last_batch(len(sampler), batch_size)
     )
-    scheduler = make_scheduler(optimizer, settings, steps_per_epoch)
-    half = autocast(device, precision)
-    # fp16 needs its gradients scaled to stay representable; bf16 and fp32 do not
-    scaler = torch.amp.GradScaler(device.type, enabled=needs_grad_scaler(precision))
-
-    history, best_state, start = [], None, 0
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        load_schedule(scheduler, resume["scheduler"])
-        scaler.load_state_dict(resume["scaler"])
-        restore_rng_state(resume["rng"])
-        history, best_state, start = resume["history"], resume["best_model"], resume["epoch"] + 1
-    # `model` stays the plain module: validation, checkpoints and the logged model use it
     step = ranks.wrap(model, device, settings.sync_batchnorm)
-    step = torch.compile(step) if settings.compile else step
-
     items, train_loader, val_loader = epoch_loaders(
-        train, val, sampler, settings, size, preprocessing, batch_size, device, workers, seed, ranks
+        train, val, sampler, settings, image, compute, batch_size=batch_size, ranks=ranks
     )
-    # a run that had stopped early before it was interrupted stays stopped when resumed
-    stopped_by = (
-        "early_stopping" if history and should_stop_early(history, settings.patience) else None
+    return Training(
+        model=model,
+        step=torch.compile(step) if settings.compile else step,
+        frozen=model.featurizer if settings.freeze_backbone else None,
+        optimizer=optimizer,
+        scheduler=make_scheduler(optimizer, settings, steps_per_epoch),
+        autocast=autocast(device, compute.precision),
+        # fp16 needs its gradients scaled to stay representable; bf16 and fp32 do not
+        scaler=torch.amp.GradScaler(device.type, enabled=needs_grad_scaler(compute.precision)),
+        items=items,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        val_labels=val[1],
+        compute=compute,
+        ranks=ranks,
     )
-    remaining = range(start, settings.epochs) if stopped_by is None else ()
-    frozen = model.featurizer if settings.freeze_backbone else None
-    for epoch in remaining:
-        # dropout: fixed per epoch (and process: each draws its own)
-        torch.manual_seed((seed * 1_000_003 + epoch) * ranks.world_size + ranks.rank)
-        items.set_epoch(epoch)
-        started = time.perf_counter()
-        loss_sum, correct, seen = ranks.sum(
-            *train_one_epoch(
-                step, frozen, train_loader, optimizer, scheduler, scaler, half, device, epoch
-            )
-        )
-        training_seconds = time.perf_counter() - started
-        val_metrics = validate(model, val_loader, val[1], device, ranks, precision)
-        seconds = time.perf_counter() - started
-        metrics = {
-            "train/loss": loss_sum / max(seen, 1),
-            "train/accuracy": correct / max(seen, 1),
-            **val_metrics,
-            "lr": optimizer.param_groups[0]["lr"],
-            "time/epoch_seconds": seconds,
-            "time/train_images_per_second": seen / training_seconds,
-        }
-        history.append(metrics)
-        log.info(
-            f"epoch {epoch}: train loss {metrics['train/loss']:.3f}, accuracy "
-            f"{metrics['train/accuracy']:.3f} | val accuracy {metrics['val/accuracy']:.3f}, "
-            f"class-avg {metrics[MONITOR]:.3f} | {seconds:.1f} s, "
-            f"{metrics['time/train_images_per_second']:.0f} img/s"
-        )
-        if best_epoch(history) == epoch:
-            best_state = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
-        if checkpoint is not None:
-            save_checkpoint(
-                checkpoint,
-                {
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "history": history,
-                    "best_model": best_state,
-                },
-            )
-        for callback in callbacks:
-            if callback(epoch, metrics):
-                stopped_by = stopped_by or callback_name(callback)
-        if stopped_by is None and should_stop_early(history, settings.patience):
-            stopped_by = "early_stopping"
-        stopped_by = ranks.broadcast(stopped_by)  # rank 0's callbacks decide for all
-        if stopped_by:
-            log.info(f"stopped after epoch {epoch} ({stopped_by})")
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return Refined(history, best_epoch(history) if history else -1, stopped_by)
 
 
-def train_one_epoch(model, frozen, loader, optimizer, scheduler, scaler, half, device, epoch):
-    """One pass over `loader`; returns (sum of losses, correct predictions, images seen).
-    `frozen`: a part of the model that stays in eval mode (a frozen backbone)."""
-    model.train()
-    if frozen is not None:
-        frozen.eval()  # frozen batch-norm statistics stay as they were
+def go_on_from(training: Training, resume: dict | None):
+    """The history, best weights and first epoch: from a checkpoint's state, or fresh."""
+    if resume is None:
+        return [], None, 0
+    training.model.load_state_dict(resume["model"])
+    training.optimizer.load_state_dict(resume["optimizer"])
+    load_schedule(training.scheduler, resume["scheduler"])
+    training.scaler.load_state_dict(resume["scaler"])
+    restore_rng_state(resume["rng"])
+    return resume["history"], resume["best_model"], resume["epoch"] + 1
+
+
+def checkpoint_state(training: Training, epoch: int, history: list, best_state) -> dict:
+    return {
+        "epoch": epoch,
+        "model": training.model.state_dict(),
+        "optimizer": training.optimizer.state_dict(),
+        "scheduler": training.scheduler.state_dict(),
+        "scaler": training.scaler.state_dict(),
+        "history": history,
+        "best_model": best_state,
+    }
+
+
+def stop_reason(hooks: Hooks, history: list[dict], patience: int) -> str | None:
+    """Why to stop after the epoch just run: a callback's name, early stopping, or None.
+    Every callback sees every epoch; rank 0's decide for all processes."""
+    epoch, metrics, stopped_by = len(history) - 1, history[-1], None
+    for callback in hooks.callbacks:
+        if callback(epoch, metrics):
+            stopped_by = stopped_by or callback_name(callback)
+    if stopped_by is None and should_stop_early(history, patience):
+        stopped_by = "early_stopping"
+    return hooks.ranks.broadcast(stopped_by)
+
+
+def run_epoch(training: Training, epoch: int) -> dict[str, float]:
+    """One epoch of training, then validation; the epoch's metrics."""
+    ranks, seed = training.ranks, training.compute.seed
+    # dropout: fixed per epoch (and process: each draws its own)
+    torch.manual_seed((seed * 1_000_003 + epoch) * ranks.world_size + ranks.rank)
+    training.items.set_epoch(epoch)
+    started = time.perf_counter()
+    loss_sum, correct, seen = ranks.sum(*train_one_epoch(training, epoch))
+    training_seconds = time.perf_counter() - started
+    val_metrics = validate(
+        training.model, training.val_loader, training.val_labels, training.compute, ranks
+    )
+    seconds = time.perf_counter() - started
+    metrics = {
+        "train/loss": loss_sum / max(seen, 1),
+        "train/accuracy": correct / max(seen, 1),
+        **val_metrics,
+        "lr": training.optimizer.param_groups[0]["lr"],
+        "time/epoch_seconds": seconds,
+        "time/train_images_per_second": seen / training_seconds,
+    }
+    log.info(
+        f"epoch {epoch}: train loss {metrics['train/loss']:.3f}, accuracy "
+        f"{metrics['train/accuracy']:.3f} | val accuracy {metrics['val/accuracy']:.3f}, "
+        f"class-avg {metrics[MONITOR]:.3f} | {seconds:.1f} s, "
+        f"{metrics['time/train_images_per_second']:.0f} img/s"
+    )
+    return metrics
+
+
+def train_one_epoch(training: Training, epoch: int) -> tuple[float, int, int]:
+    """One pass over the training loader; returns (sum of losses, correct predictions,
+    images seen)."""
+    training.step.train()
+    if training.frozen is not None:
+        training.frozen.eval()  # frozen batch-norm statistics stay as they were
+    optimizer, scaler, device = training.optimizer, training.scaler, training.compute.device
     total_loss, correct, seen = 0.0, 0, 0
-    progress = tqdm(loader, desc=f"epoch {epoch}", unit="batch", leave=False)
+    progress = tqdm(training.train_loader, desc=f"epoch {epoch}", unit="batch", leave=False)
     for pixels, labels, index in progress:
         keep, weight = index >= 0, 1.0  # drop images that failed to decode
         if not keep.any():
@@ -212,8 +285,8 @@ def train_one_epoch(model, frozen, loader, optimizer, scheduler, scaler, half, d
             keep[0], labels[0], weight = True, 0, 0.0
         pixels = pixels[keep].to(device, non_blocking=True)
         labels = labels[keep].to(device, non_blocking=True)
-        with half:
-            logits = model(pixels)
+        with training.autocast:
+            logits = training.step(pixels)
             loss = F.cross_entropy(logits.float(), labels) * weight
         if not torch.isfinite(loss):
             raise UserError(
@@ -224,7 +297,7 @@ def train_one_epoch(model, frozen, loader, optimizer, scheduler, scaler, half, d
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        scheduler.step()
+        training.scheduler.step()
         if weight:
             total_loss += loss.item() * len(labels)
             correct += (logits.argmax(1) == labels).sum().item()
@@ -233,19 +306,19 @@ def train_one_epoch(model, frozen, loader, optimizer, scheduler, scaler, half, d
     return total_loss, correct, seen
 
 
-def epoch_loaders(
-    train, val, sampler, settings, size, preprocessing, batch_size, device, workers, seed, ranks
-):
+def epoch_loaders(train, val, sampler, settings, image, compute, *, batch_size, ranks=SINGLE):
     """The training and validation loaders, made once: their worker processes live across
     epochs. Returns also what to call `set_epoch` on before each epoch. Under torchrun each
     process validates its share of the validation set."""
+    size, device, workers, seed = image.size, compute.device, compute.workers, compute.seed
     if settings.augment:
         transform = partial(
             augment, size=size, crop=settings.crop, jitter=settings.jitter, hflip=settings.hflip
         )
         items = SeededItems(sampler, seed)  # each image's augmentation seeded by its own key
     else:
-        transform, items = partial(load_pixels, size=size, mode=preprocessing), sampler
+        transform = partial(load_pixels, size=size, mode=image.preprocessing)
+        items = sampler
     train_set = ImageDataset(train[0], list(train[1]), transform, size)
     train_loader = make_loader(
         train_set,
@@ -257,16 +330,14 @@ def epoch_loaders(
         persistent=True,
         drop_last=lone_last_batch(len(sampler), batch_size),
     )
-    val_set = image_files(ranks.shard(val[0]), size, preprocessing)
+    val_set = image_files(ranks.shard(val[0]), image)
     val_loader = make_loader(val_set, batch_size, workers, device, persistent=True)
     return items, train_loader, val_loader
 
 
-def validate(
-    model, loader, labels, device, ranks: Ranks = SINGLE, precision: str = "fp32"
-) -> dict[str, float]:
+def validate(model, loader, labels, compute: Compute, ranks: Ranks = SINGLE) -> dict[str, float]:
     """Scores on the validation set, gathered from every process's share."""
-    logits = featurize_batches(model, loader, device, "validating", precision)
+    logits = loader_outputs(model, loader, compute, "validating")
     logits = ranks.gather_rows(logits)
     loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)).item()
     predicted = logits.argmax(1)

@@ -1,10 +1,11 @@
 """The learning-rate range test (Smith, 2017; fastai's `lr_find`).
 
-The network is trained, exactly as `refine` would train it (same optimiser, momentum,
-weight decay, batch size, augmentation), while the learning rate grows exponentially from
-`start` to `end` over `steps` steps. The loss is smoothed (an exponential moving average,
-bias-corrected) and the test stops early once the smoothed loss passes `diverge` times its
-lowest value: the rate has become too high. The network's weights are put back afterwards.
+The network is trained exactly as `train_network` would train it (`start_training` makes
+the same optimiser, loaders, augmentation and precision), while the learning rate grows
+exponentially from `start` to `end` over `steps` steps. The loss is smoothed (an
+exponential moving average, bias-corrected) and the test stops early once the smoothed loss
+passes `diverge` times its lowest value: the rate has become too high. The network's
+weights are put back afterwards.
 
 The suggestion is the rate at the lowest smoothed loss divided by 10 (fastai's
 "minimum / 10" rule): at the minimum itself the loss has stopped falling, one decade lower
@@ -12,19 +13,19 @@ it still falls steeply and training is stable.
 """
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from src.classifiers.distributed import SINGLE
-from src.classifiers.dnn import Refinement, epoch_loaders
+from src.classifiers.dnn import Refinement, start_training
 from src.classifiers.network import ImageClassifier
-from src.data.loader import EpochSampler
+from src.data.presets import ImageSpec
+from src.device import Compute
 
 
 @dataclass(frozen=True)
@@ -51,48 +52,26 @@ def find_lr(
     model: ImageClassifier,
     train: tuple[list[Path], np.ndarray],
     settings: Refinement,
-    size: int,
-    preprocessing: str,
-    device: torch.device,
-    workers: int,
-    seed: int,
+    image: ImageSpec,
+    compute: Compute,
     test: RangeTest = RangeTest(),
 ) -> LrFound:
     """Run the range test on `model` (left as it was) and return its curve and suggestion."""
     saved = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
-    model = model.to(device).to(memory_format=torch.channels_last)
-    if settings.freeze_backbone:
-        for parameter in model.featurizer.parameters():
-            parameter.requires_grad_(False)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(
-        trainable, lr=test.start, momentum=settings.momentum, weight_decay=settings.weight_decay
-    )
-    sampler = EpochSampler(
-        train[1], settings.balance_classes, settings.max_train_images, seed, 0, 1
-    )
-    batch_size = min(settings.batch_size, len(train[0]))
-    items, loader, _ = epoch_loaders(
-        train,
-        ([], np.zeros(0, int)),
-        sampler,
-        settings,
-        size,
-        preprocessing,
-        batch_size,
-        device,
-        workers,
-        seed,
-        SINGLE,
-    )
+    no_validation = ([], np.zeros(0, int))
+    at_start = dataclasses.replace(settings, lr=test.start)
+    training = start_training(model, train, no_validation, at_start, image, compute)
     found, average, best = LrFound(), 0.0, math.inf
     factor = (test.end / test.start) ** (1 / max(test.steps - 1, 1))
-    model.train()
+    training.step.train()
+    if training.frozen is not None:
+        training.frozen.eval()
+    device, optimizer, scaler = compute.device, training.optimizer, training.scaler
     with tqdm(total=test.steps, desc="lr range test", unit="step") as bar:
         epoch = 0
         while len(found.lrs) < test.steps and not found.stopped_early:
-            items.set_epoch(epoch)
-            for pixels, labels, index in loader:
+            training.items.set_epoch(epoch)
+            for pixels, labels, index in training.train_loader:
                 keep = index >= 0
                 if not keep.any():
                     continue
@@ -101,10 +80,12 @@ def find_lr(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 pixels, labels = pixels[keep].to(device), labels[keep].to(device)
-                loss = F.cross_entropy(model(pixels).float(), labels)
+                with training.autocast:
+                    loss = F.cross_entropy(training.step(pixels).float(), labels)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
                 value = loss.item()
                 average = test.smoothing * average + (1 - test.smoothing) * value
                 smoothed = average / (1 - test.smoothing ** (step + 1))

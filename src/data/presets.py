@@ -5,6 +5,8 @@ through `load_pixels`, so a deployed model gets exactly the pixels training saw.
 uint8 (H, W, 3) until they reach the model, which normalises them on its own device.
 """
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -16,6 +18,14 @@ PREPROCESSING_VERSION = 1
 # Padding is the ImageNet mean colour, so padded borders become zeros after normalisation.
 PAD_COLOUR = (124, 116, 104)
 PREPROCESSING_MODES = ("letterbox", "center_crop", "resize")
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """The square a network sees: its side in px, and how an image is fitted into it."""
+
+    size: int
+    preprocessing: str = "letterbox"  # one of PREPROCESSING_MODES
 
 
 def letterbox(image: np.ndarray, size: int) -> np.ndarray:

@@ -16,6 +16,7 @@ from src.atomic import written_atomically
 from src.data.folders import images_under
 from src.data.images import IMAGE_EXTENSIONS
 from src.data.loader import ImageDataset, make_loader
+from src.data.presets import ImageSpec
 from src.errors import UserError
 from src.features.featurize import image_files
 
@@ -58,7 +59,7 @@ def predict_files(
 ) -> tuple[int, int]:
     """Write `output` (path, label, score, one probability per class, error), rows in the
     order of `paths`; returns (scored, unreadable) counts."""
-    dataset = WithErrors(image_files(paths, model.size, model.preprocessing))
+    dataset = WithErrors(image_files(paths, ImageSpec(model.size, model.preprocessing)))
     loader = make_loader(dataset, batch_size, num_workers, model.device)
     columns = ["path", "label", "score", *model.classes, "error"]
     done = unreadable = 0

@@ -24,6 +24,8 @@ from torch import nn
 from tqdm import tqdm
 
 from src.data.loader import make_loader
+from src.data.presets import ImageSpec
+from src.device import Compute
 from src.features.featurize import image_files, prepare_for_inference
 
 
@@ -50,17 +52,17 @@ def scores_and_maps(
     model: nn.Module,
     paths: list,
     labels: np.ndarray,
-    size: int,
-    preprocessing: str,
+    image: ImageSpec,
+    compute: Compute,
     batch_size: int,
-    workers: int,
-    device: torch.device,
 ) -> tuple[np.ndarray, ClassMaps]:
-    """Logits (N, classes) and the predicted and true class's maps of every image."""
+    """Logits (N, classes) and the predicted and true class's maps of every image. This
+    pass runs in fp32, whatever `compute.precision` says."""
+    device = compute.device
     model = prepare_for_inference(model, device)
-    target = find_feature_map(model, size, device)
+    target = find_feature_map(model, image.size, device)
     module = dict(model.named_modules())[target.name]
-    loader = make_loader(image_files(paths, size, preprocessing), batch_size, workers, device)
+    loader = make_loader(image_files(paths, image), batch_size, compute.workers, device)
     captured = {}
 
     def keep(_module, _inputs, output):

@@ -1,4 +1,5 @@
-"""Running a featurizer over image files in batches: files → pooled feature vectors."""
+"""Running a network over image files in batches: files → its outputs (a featurizer's
+pooled feature vectors, a classifier's logits)."""
 
 from functools import partial
 from pathlib import Path
@@ -9,62 +10,58 @@ from torch import nn
 from tqdm import tqdm
 
 from src.data.loader import ImageDataset, make_loader
-from src.data.presets import load_pixels
+from src.data.presets import ImageSpec, load_pixels
+from src.device import Compute
 from src.precision import autocast
 
 
-def featurize(
-    featurizer: nn.Module,
+def model_outputs(
+    model: nn.Module,
     paths: list[Path],
-    size: int,
-    mode: str,
+    image: ImageSpec,
+    compute: Compute,
     batch_size: int,
-    num_workers: int,
-    device: torch.device,
     desc: str = "featurising",
-    precision: str = "fp32",
 ) -> np.ndarray:
-    """Features (N, D) float32 in the order of `paths`; NaN rows for files that failed to
-    decode. Worker processes decode while the model computes; only uint8 pixels travel.
-    `precision`: what the forward pass computes in (src/precision.py)."""
-    loader = make_loader(image_files(paths, size, mode), batch_size, num_workers, device)
-    return featurize_batches(featurizer, loader, device, desc, precision)
+    """`model`'s outputs (N, D) float32 in the order of `paths`: pooled features for a
+    featurizer, logits for a whole classifier; NaN rows for files that failed to decode.
+    Worker processes decode while the model computes; only uint8 pixels travel."""
+    loader = make_loader(image_files(paths, image), batch_size, compute.workers, compute.device)
+    return loader_outputs(model, loader, compute, desc)
 
 
-def image_files(paths: list[Path], size: int, mode: str) -> ImageDataset:
+def image_files(paths: list[Path], image: ImageSpec) -> ImageDataset:
     """The files as the model sees them: `load_pixels`, the one preprocessing."""
-    return ImageDataset(paths, [0] * len(paths), partial(load_pixels, size=size, mode=mode), size)
+    pixels = partial(load_pixels, size=image.size, mode=image.preprocessing)
+    return ImageDataset(paths, [0] * len(paths), pixels, image.size)
 
 
-def featurize_batches(
-    featurizer: nn.Module,
-    loader,
-    device: torch.device,
-    desc: str = "featurising",
-    precision: str = "fp32",
+def loader_outputs(
+    model: nn.Module, loader, compute: Compute, desc: str = "featurising"
 ) -> np.ndarray:
-    """`featurize` on a loader of `ImageDataset` batches (one kept across epochs, say).
+    """`model_outputs` on a loader of `ImageDataset` batches (one kept across epochs, say).
 
-    Each batch's features are copied back asynchronously and stored one batch later, once
+    Each batch's outputs are copied back asynchronously and stored one batch later, once
     the next batch is queued: the GPU does not wait for copies, nor the loop for the GPU."""
-    featurizer = prepare_for_inference(featurizer, device)
+    device = compute.device
+    model = prepare_for_inference(model, device)
     count = len(loader.dataset)
-    features, previous = None, None
+    outputs, previous = None, None
     with (
         torch.inference_mode(),
-        autocast(device, precision),
+        autocast(device, compute.precision),
         tqdm(total=count, desc=desc, unit="img") as bar,
     ):
         for pixels, _, index in loader:
-            batch = featurizer(pixels.to(device, non_blocking=True)).float()
+            batch = model(pixels.to(device, non_blocking=True)).float()
             queued = (index, batch.to("cpu", non_blocking=True), copy_done(device))
             if previous is not None:
-                features = store(features, count, *previous)
+                outputs = store(outputs, count, *previous)
             previous = queued
             bar.update(len(index))
     if previous is not None:
-        features = store(features, count, *previous)
-    return features
+        outputs = store(outputs, count, *previous)
+    return outputs
 
 
 def copy_done(device: torch.device) -> torch.cuda.Event | None:

@@ -29,7 +29,7 @@ def fit(job: Job, network: Network, settings) -> Fitted:
         model,
         "dnn",
         logits,
-        refined=network.refined,
+        training=network.training,
         temperature=temperature,
         maps=maps,
         featurize_images_per_second=rate,

@@ -6,17 +6,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
 
-from src.classifiers.dnn import Refined
+from src.classifiers.dnn import TrainingResult
 from src.classifiers.network import ImageClassifier
 from src.classifiers.svm import SvmFit
 from src.data.folders import ImageFile
+from src.data.presets import ImageSpec
 from src.data.split import SPLITS
+from src.device import Compute
 from src.evaluation.gradcam import ClassMaps, NoFeatureMap, scores_and_maps
 from src.features.cache import cached_features
-from src.features.featurize import featurize
+from src.features.featurize import model_outputs
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +29,9 @@ class Job:
     files: dict[str, list[ImageFile]]  # by split
     labels: dict[str, np.ndarray]  # by split, class ids
     num_classes: int
-    size: int
-    preprocessing: str
+    image: ImageSpec
+    compute: Compute
     batch_size: int  # for featurising and scoring
-    device: torch.device
-    workers: int
-    seed: int
-    precision: str = "fp32"  # what forward passes compute in: fp32 | bf16 | fp16
     cache_dir: Path | None = None  # fixed features, kept across runs (None: no cache)
 
     def paths(self, split: str) -> list[Path]:
@@ -45,17 +42,7 @@ class Job:
 
     def outputs(self, model: nn.Module, paths: list[Path], desc: str) -> np.ndarray:
         """`model` (a featurizer or a whole classifier) over `paths`, in batches."""
-        return featurize(
-            model,
-            paths,
-            self.size,
-            self.preprocessing,
-            self.batch_size,
-            self.workers,
-            self.device,
-            desc,
-            self.precision,
-        )
+        return model_outputs(model, paths, self.image, self.compute, self.batch_size, desc)
 
     def timed_outputs(self, model: nn.Module, paths: list[Path], desc: str):
         """`outputs`, and the images per second it took them (decoding included)."""
@@ -71,11 +58,9 @@ class Job:
                 model,
                 self.paths(split),
                 self.labels[split],
-                self.size,
-                self.preprocessing,
+                self.image,
+                self.compute,
                 self.batch_size,
-                self.workers,
-                self.device,
             )
         except NoFeatureMap as error:
             log.warning(f"no Grad-CAM heat maps on the results page: {error}")
@@ -87,7 +72,7 @@ class Network:
     """What a mode fits on: the fixed featurizer, or the network refinement made."""
 
     model: nn.Module  # a featurizer (pixels → pooled features) or a whole ImageClassifier
-    refined: Refined | None = None  # how refinement went (refining modes)
+    training: TrainingResult | None = None  # how its training went (refining modes)
     # everything the fixed featurizer's outputs depend on: its features are cached under it
     # (set for modes with cached_features; None: computed every run)
     cache_key: dict | None = None
@@ -99,7 +84,7 @@ class Fitted:
     head: str  # "svm" | "dnn": how the served model rebuilds its head
     logits: dict[str, np.ndarray]  # by split
     svm: SvmFit | None = None
-    refined: Refined | None = None
+    training: TrainingResult | None = None  # how refinement went (refining modes)
     temperature: float = 1.0  # the scores' calibration, built into the model's last layer
     maps: ClassMaps | None = None  # Grad-CAM of the test split (predicted and true class)
     featurize_images_per_second: float | None = None  # None: the features came from the cache
@@ -120,7 +105,7 @@ def features(job: Job, featurizer: nn.Module, cache_key: dict | None, desc: str)
         return compute(), rates[0]
     files = [f for s in SPLITS for f in job.files[s]]
     found, hit = cached_features(
-        job.cache_dir, cache_key, files, compute, job.device.type, job.precision
+        job.cache_dir, cache_key, files, compute, job.compute.device.type, job.compute.precision
     )
     if hit:
         log.info(f"features: found in the cache, featurisation skipped ({len(files)} images)")

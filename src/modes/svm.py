@@ -42,7 +42,7 @@ def fit_on_features(job: Job, featurizer: nn.Module, features: np.ndarray, setti
         job.num_classes,
         list(settings.C_values),
         settings.l2_normalize,
-        job.seed,
+        job.compute.seed,
     )
     logits["test"], maps = job.scores_and_maps(model, "test")
     return Fitted(model, "svm", logits, svm=fit, temperature=fit.temperature, maps=maps)

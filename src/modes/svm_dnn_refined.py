@@ -9,5 +9,5 @@ def fit(job: Job, network: Network, settings) -> Fitted:
     featurizer = network.model.featurizer
     found, rate = features(job, featurizer, None, "featurising (refined)")
     fitted = fit_on_features(job, featurizer, found, settings)
-    fitted.refined, fitted.featurize_images_per_second = network.refined, rate
+    fitted.training, fitted.featurize_images_per_second = network.training, rate
     return fitted

@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from src.classifiers.callbacks import should_stop_early
-from src.classifiers.dnn import Refined, Refinement, make_scheduler, refine
+from src.classifiers.dnn import Hooks, Refinement, TrainingResult, make_scheduler, train_network
 from src.classifiers.network import ImageClassifier, make_head
 from src.data.loader import EpochSampler
 from src.data.prepare import SplitSettings, prepare_dataset
+from src.data.presets import ImageSpec
+from src.device import Compute
 from src.errors import UserError
 from src.evaluation.metrics import evaluate
 from src.features.backbone import Normalize, build_featurizer
@@ -44,20 +46,14 @@ def train(model, tiny, callbacks=(), checkpoint=None, resume=None, precision="fp
         "schedule": "step",
         **settings,
     }
-    return refine(
+    return train_network(
         model,
         tiny["train"],
         tiny["val"],
         Refinement(**options),
-        64,
-        "letterbox",
-        CPU,
-        0,
-        seed=0,
-        callbacks=callbacks,
-        checkpoint=checkpoint,
-        resume=resume,
-        precision=precision,
+        ImageSpec(64, "letterbox"),
+        Compute(CPU, precision, workers=0, seed=0),
+        hooks=Hooks(tuple(callbacks), checkpoint, resume),
     )
 
 
@@ -218,7 +214,7 @@ def test_the_refined_network_is_calibrated_on_validation_and_serves_those_scores
     data = prepare_dataset(root, SplitSettings(0.75, 0.2), 0, None, None, 2)
     files = {s: data.subset(s) for s in ("train", "val", "test")}
     job = Job(
-        files, {s: data.labels(f) for s, f in files.items()}, 3, 32, "letterbox", 8, CPU, 0, 0
+        files, {s: data.labels(f) for s, f in files.items()}, 3, ImageSpec(32), Compute(CPU), 8, 0
     )
     mean_colour = torch.nn.Sequential(
         Normalize(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
@@ -229,7 +225,7 @@ def test_the_refined_network_is_calibrated_on_validation_and_serves_those_scores
         head[1].bias.zero_()
     model = ImageClassifier(mean_colour, head, l2_normalize=False)
     raw = job.outputs(model, job.paths("val"), "scoring")
-    fitted = dnn_mode.fit(job, Network(model, Refined([], 0, None)), None)
+    fitted = dnn_mode.fit(job, Network(model, TrainingResult([], 0, None)), None)
     before = evaluate(job.labels["val"], torch.softmax(torch.from_numpy(raw), 1), data.classes)
     after = evaluate(
         job.labels["val"], torch.softmax(torch.from_numpy(fitted.logits["val"]), 1), data.classes

@@ -12,6 +12,8 @@ from src.classifiers.dnn import Refinement
 from src.classifiers.lr_finder import RangeTest, find_lr, suggest
 from src.classifiers.network import ImageClassifier, make_head
 from src.data.prepare import SplitSettings, prepare_dataset
+from src.data.presets import ImageSpec
+from src.device import Compute
 from src.features.backbone import build_featurizer
 from tests.conftest import run_cli, write_colour_dataset
 from tests.test_run import all_artifacts, only_run
@@ -44,7 +46,7 @@ def test_the_sweep_is_exponential_stops_at_divergence_and_leaves_the_network_as_
     before = {k: v.clone() for k, v in model.state_dict().items()}
     settings = Refinement(batch_size=8, augment=True)
     test = RangeTest(start=1e-5, end=1e3, steps=40)  # far past any sane rate: must diverge
-    found = find_lr(model, train_split, settings, 32, "letterbox", CPU, 0, 0, test)
+    found = find_lr(model, train_split, settings, ImageSpec(32), Compute(CPU), test)
     assert found.stopped_early and 3 < len(found.lrs) < 40
     ratios = np.diff(np.log(found.lrs))
     assert np.allclose(ratios, math.log(1e3 / 1e-5) / 39)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from src.data.loader import EpochSampler, ImageDataset, SeededItems, make_loader
-from src.data.presets import augment, colour_jitter, load_pixels
+from src.data.presets import ImageSpec, augment, colour_jitter, load_pixels
 from src.features.featurize import image_files
 from tests.conftest import image_bytes, write_dataset
 
@@ -34,7 +34,7 @@ def test_featurised_pixels_are_the_served_pixels(tmp_path, preprocessing):
     torch.save(spec, tmp_path / "network.pt")
     served = ImageClassifierModel()
     served.load_context(SimpleNamespace(artifacts={"network": str(tmp_path / "network.pt")}))
-    files = image_files(paths, 64, preprocessing)
+    files = image_files(paths, ImageSpec(64, preprocessing))
     for i, path in enumerate(paths):
         pixels, _, index = files[i]
         sent = base64.b64encode(path.read_bytes()).decode()

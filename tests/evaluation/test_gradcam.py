@@ -9,14 +9,15 @@ from PIL import Image
 from src.classifiers.dnn import Refinement
 from src.classifiers.network import ImageClassifier, make_head
 from src.data.folders import ImageFile
-from src.data.presets import load_pixels
+from src.data.presets import ImageSpec, load_pixels
+from src.device import Compute
 from src.evaluation.gradcam import find_feature_map, scores_and_maps
 from src.features.backbone import build_featurizer, feature_size
-from src.features.featurize import featurize
+from src.features.featurize import model_outputs
 from src.modes import ModeSettings
 from src.modes import dnn as dnn_mode
 from src.modes.job import Job
-from src.modes.refining import refine_network
+from src.modes.refining import train_with_new_head
 
 SIZE, PATCH = 128, 40  # px: resnet18's last map is 4 x 4 cells of 32 px at 128 px
 CLASSES = ("horizontal", "vertical", "none")  # stripes in the patch; "none": no patch at all
@@ -69,17 +70,14 @@ def test_the_maps_peak_on_the_patch_that_decides_the_class(tmp_path):
         files={s: d[0] for s, d in data.items()},
         labels={s: d[1] for s, d in data.items()},
         num_classes=len(CLASSES),
-        size=SIZE,
-        preprocessing="letterbox",
+        image=ImageSpec(SIZE),
+        compute=Compute(torch.device("cpu")),
         batch_size=16,
-        device=torch.device("cpu"),
-        workers=0,
-        seed=0,
     )
     torch.manual_seed(0)
     featurizer, _ = build_featurizer("resnet18", "none", SIZE)
     settings = Refinement(epochs=4, lr=0.01, batch_size=8, augment=False, patience=0)
-    network = refine_network(job, featurizer, ModeSettings("dnn", settings, dropout=0.0), 512)
+    network = train_with_new_head(job, featurizer, ModeSettings("dnn", settings, dropout=0.0), 512)
     fitted = dnn_mode.fit(job, network, None)
     _, labels, corners = data["test"]
     assert fitted.maps.predicted.shape == (len(labels), 4, 4)
@@ -113,10 +111,9 @@ def test_the_scoring_pass_gives_the_plain_scores_and_for_a_linear_head_the_class
     files, labels, _ = patch_images(tmp_path, 2, seed=3)
     paths = [f.path for f in files]
     model = small_classifier("resnet18", SIZE, "svm")
-    logits, maps = scores_and_maps(
-        model, paths, labels, SIZE, "letterbox", 4, 0, torch.device("cpu")
-    )
-    plain = featurize(model, paths, SIZE, "letterbox", 4, 0, torch.device("cpu"))
+    image, compute = ImageSpec(SIZE), Compute(torch.device("cpu"))
+    logits, maps = scores_and_maps(model, paths, labels, image, compute, 4)
+    plain = model_outputs(model, paths, image, compute, 4)
     assert np.abs(logits - plain).max() < 1e-4
     # linear head on average-pooled features: Grad-CAM is the class activation map
     # ReLU(sum_k w_ck A_k), also under the SVM's L2 normalisation

@@ -11,10 +11,12 @@ import torch
 from PIL import Image
 
 from src.data.prepare import SplitSettings, prepare_dataset
+from src.data.presets import ImageSpec
+from src.device import Compute
 from src.errors import UserError
 from src.features.backbone import build_featurizer
 from src.features.cache import cache_key, cached_features
-from src.features.featurize import featurize
+from src.features.featurize import model_outputs
 from src.modes import ModeSettings
 from src.modes.job import Job
 from src.modes.svm import fit_on_features
@@ -99,12 +101,9 @@ def test_features_with_a_failed_file_are_never_cached_nor_given_to_the_svm(textu
         files={s: data.subset(s) for s in ("train", "val", "test")},
         labels={s: data.labels(data.subset(s)) for s in ("train", "val", "test")},
         num_classes=len(data.classes),
-        size=32,
-        preprocessing="letterbox",
+        image=ImageSpec(32),
+        compute=Compute(torch.device("cpu")),
         batch_size=4,
-        device=torch.device("cpu"),
-        workers=0,
-        seed=0,
     )
     files = [f for s in ("train", "val", "test") for f in job.files[s]]
     rows = np.random.default_rng(0).random((len(files), 8), dtype=np.float32)
@@ -119,9 +118,10 @@ def test_featurize_returns_one_row_per_file_in_order(textures):
     files = prepared(textures).files
     featurizer, _ = build_featurizer("resnet18", "none")
     paths = [f.path for f in files[:5]]
-    features = featurize(featurizer, paths, 32, "letterbox", 2, 0, torch.device("cpu"))
-    reversed_features = featurize(
-        featurizer, paths[::-1], 32, "letterbox", 3, 1, torch.device("cpu")
+    image = ImageSpec(32)
+    features = model_outputs(featurizer, paths, image, Compute(torch.device("cpu")), 2)
+    reversed_features = model_outputs(
+        featurizer, paths[::-1], image, Compute(torch.device("cpu"), workers=1), 3
     )
     assert features.shape == (5, 512) and not np.isnan(features).any()
     assert np.allclose(features, reversed_features[::-1], atol=1e-4)

@@ -11,8 +11,10 @@ import torch
 
 from src.classifiers.svm import fit_svm_classifier
 from src.data.prepare import SplitSettings, prepare_dataset
+from src.data.presets import ImageSpec
+from src.device import Compute
 from src.features.backbone import build_featurizer
-from src.features.featurize import featurize
+from src.features.featurize import model_outputs
 
 CPU = torch.device("cpu")
 SPLITS = ("train", "val", "test")
@@ -29,8 +31,8 @@ def features_in(precision: str, arch: str, splits) -> dict[str, np.ndarray]:
     featurizer, _ = build_featurizer(arch, "none")
     files, _ = splits
     return {
-        s: featurize(
-            featurizer, [f.path for f in files[s]], 64, "letterbox", 8, 0, CPU, s, precision
+        s: model_outputs(
+            featurizer, [f.path for f in files[s]], ImageSpec(64), Compute(CPU, precision), 8, s
         )
         for s in SPLITS
     }

@@ -13,6 +13,7 @@ from src.classifiers.dnn import Refinement
 from src.classifiers.lr_finder import LrFound, RangeTest, find_lr, lr_find_figure
 from src.classifiers.network import ImageClassifier, make_head
 from src.errors import UserError
+from src.modes.job import Job
 
 log = logging.getLogger(__name__)
 
@@ -22,21 +23,14 @@ def range_test_settings(lr_find: dict | None) -> RangeTest:
     return RangeTest(**{k: v for k, v in (lr_find or {}).items() if k in known})
 
 
-def run_range_test(job, featurizer, settings: Refinement, dropout, feature_size, test) -> LrFound:
+def run_range_test(
+    job: Job, featurizer, settings: Refinement, dropout, feature_size, test
+) -> LrFound:
     """The test on the job's training split with the refinement's own head and settings."""
     head = make_head("dnn", feature_size, job.num_classes, dropout)
     model = ImageClassifier(featurizer, head, l2_normalize=False)
-    return find_lr(
-        model,
-        (job.paths("train"), job.labels["train"]),
-        settings,
-        job.size,
-        job.preprocessing,
-        job.device,
-        job.workers,
-        job.seed,
-        test,
-    )
+    train = (job.paths("train"), job.labels["train"])
+    return find_lr(model, train, settings, job.image, job.compute, test)
 
 
 def log_range_test(found: LrFound) -> None:
@@ -48,7 +42,7 @@ def log_range_test(found: LrFound) -> None:
     )
 
 
-def resolve_lr(job, featurizer, settings: Refinement, dropout, feature_size, lr_find):
+def resolve_lr(job: Job, featurizer, settings: Refinement, dropout, feature_size, lr_find):
     """`settings` with lr=auto replaced by the range test's suggestion (logged); other
     values of lr pass through unchanged."""
     if settings.lr != "auto":
