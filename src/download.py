@@ -35,12 +35,12 @@ def download(argv: list[str]) -> int:
     summary = download_images(
         urls,
         root,
-        options["max_size"],
-        options["threads"],
-        options["timeout"],
-        options["retries"],
-        options["backoff"],
-        round(options["max_mb"] * 1_000_000),
+        max_size=options["max_size"],
+        threads=options["threads"],
+        timeout=options["timeout"],
+        retries=options["retries"],
+        backoff=options["backoff"],
+        max_bytes=round(options["max_mb"] * 1_000_000),
     )
     print(summary.text())
     if not summary.downloaded and not summary.present:

@@ -289,7 +289,7 @@ def finish(spec: RunSpec, job: Job, data: PreparedData, fitted: Fitted, out: Pat
         softmax(fitted.logits["test"]),
         data.classes,
         data.root,
-        f"{spec.mode.name}, {spec.model.name}, {job.image.size} px: test results",
+        title=f"{spec.mode.name}, {spec.model.name}, {job.image.size} px: test results",
         maps=fitted.maps,
         preprocessing=job.image.preprocessing,
     )

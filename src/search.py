@@ -47,11 +47,11 @@ def search(argv: list[str]) -> int:
         queries,
         options["provider"],
         at_least(options, "per_query", 1),
-        options["base_url"],
-        options["timeout"],
-        options["retries"],
-        options["backoff"],
-        options["max_wait"],
+        base_url=options["base_url"],
+        timeout=options["timeout"],
+        retries=options["retries"],
+        backoff=options["backoff"],
+        max_wait=options["max_wait"],
     )
     if not summary.kept:
         print(summary.text(None))

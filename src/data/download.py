@@ -68,6 +68,7 @@ class DownloadSummary:
 def download_images(
     urls: str | Path,
     root: str | Path,
+    *,
     max_size: int = 1000,
     threads: int = 8,
     timeout: float = 10.0,

@@ -129,6 +129,7 @@ def search_images(
     queries: list[Query],
     provider: str,
     per_query: int,
+    *,
     base_url: str | None = None,
     timeout: float = 20.0,
     retries: int = 3,

@@ -144,6 +144,7 @@ def make_loader(
     batch_size: int,
     num_workers: int,
     device: torch.device,
+    *,
     shuffle: bool = False,
     sampler=None,
     seed: int = 0,

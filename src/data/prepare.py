@@ -101,12 +101,12 @@ def prepare_dataset(
     assignment = split_files(
         usable,
         seed,
-        split.train_ratio,
-        split.val_ratio,
-        split.by,
-        test_files,
-        duplicates if split.group_duplicates else None,
-        split.test_list_conflicts,
+        train_ratio=split.train_ratio,
+        val_ratio=split.val_ratio,
+        by=split.by,
+        test_list=test_files,
+        together=duplicates if split.group_duplicates else None,
+        test_list_conflicts=split.test_list_conflicts,
     )
     data = PreparedData(
         root, classes, usable, assignment, skipped, fingerprint(usable), checks, duplicates

@@ -46,6 +46,7 @@ def limit_per_class(files: list[ImageFile], limit: int | None, seed: int) -> lis
 def split_files(
     files: list[ImageFile],
     seed: int,
+    *,
     train_ratio: float = 0.75,
     val_ratio: float = 0.2,
     by: str = "filename",

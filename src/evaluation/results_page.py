@@ -50,6 +50,7 @@ def write_results_page(
     probabilities: np.ndarray,
     classes: list[str],
     dataset_root: Path,
+    *,
     title: str = "test results",
     maps: ClassMaps | None = None,
     preprocessing: str = "letterbox",

@@ -136,6 +136,7 @@ def tracked_run(
     experiment: str,
     run_name: str | None = None,
     tags: dict | None = None,
+    *,
     run_id: str | None = None,
     nested: bool = False,
     system_metrics: bool = False,

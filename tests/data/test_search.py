@@ -110,7 +110,7 @@ def test_openverse_is_paged_waits_out_a_429_and_drops_a_url_found_under_two_labe
 ):
     api, base_url = fake_openverse
     queries = build_queries(["striped", "dotted"], ["shirt", "vest"], None)
-    summary = search_images(queries, "openverse", 25, base_url)
+    summary = search_images(queries, "openverse", 25, base_url=base_url)
 
     # paged, never more than the anonymous 20 a page, the 429's Retry-After waited out
     assert api.pages_asked("shirt striped") == [(1, 200), (2, 429), (2, 200)]
@@ -172,7 +172,7 @@ def test_a_retry_after_over_max_wait_fails_that_query_and_the_others_go_on():
     )
     with api.running() as url:
         summary = search_images(
-            build_queries(["striped", "dotted"], None, None), "openverse", 5, f"{url}/v1"
+            build_queries(["striped", "dotted"], None, None), "openverse", 5, base_url=f"{url}/v1"
         )
     assert [(q.text, why) for q, why in summary.failures] == [
         (
@@ -188,7 +188,11 @@ def test_server_errors_are_tried_again_then_reported_with_the_tries():
     api = FakeOpenverse({}, failing={"striped": 503})
     with api.running() as url:
         summary = search_images(
-            build_queries(["striped"], None, None), "openverse", 5, f"{url}/v1", backoff=0.01
+            build_queries(["striped"], None, None),
+            "openverse",
+            5,
+            base_url=f"{url}/v1",
+            backoff=0.01,
         )
     assert [why for _, why in summary.failures] == ["HTTP 503: Internal server error. (4 tries)"]
     assert len(api.requests) == 4
@@ -200,7 +204,10 @@ def test_wikimedia_commons_follows_continue_and_keeps_licence_and_plain_text_cre
     api = FakeCommons({"scarf leopard": files})
     with api.running() as url:
         summary = search_images(
-            build_queries(["leopard"], ["scarf"], None), "wikimedia", 60, f"{url}/w/api.php"
+            build_queries(["leopard"], ["scarf"], None),
+            "wikimedia",
+            60,
+            base_url=f"{url}/w/api.php",
         )
     assert not summary.failures
     assert [r.params.get("gsroffset", "0") for r in api.requests] == ["0", "50"]
@@ -219,12 +226,12 @@ def test_pexels_takes_its_key_from_the_environment(monkeypatch):
     with api.running() as url:
         monkeypatch.delenv(pexels.KEY_VARIABLE, raising=False)
         with pytest.raises(UserError, match="provider=pexels needs an API key in PEXELS_API_KEY"):
-            search_images(queries, "pexels", 85, f"{url}/v1")
+            search_images(queries, "pexels", 85, base_url=f"{url}/v1")
         monkeypatch.setenv(pexels.KEY_VARIABLE, "wrong")
         with pytest.raises(UserError, match=r"pexels \(.*\) refused the request \(HTTP 401"):
-            search_images(queries, "pexels", 85, f"{url}/v1")
+            search_images(queries, "pexels", 85, base_url=f"{url}/v1")
         monkeypatch.setenv(pexels.KEY_VARIABLE, FakePexels.key)
-        summary = search_images(queries, "pexels", 85, f"{url}/v1")
+        summary = search_images(queries, "pexels", 85, base_url=f"{url}/v1")
     assert [f.record.url for f in summary.kept] == urls("dotted", range(85))
     assert api.pages_asked("dotted")[-2:] == [(1, 200), (2, 200)]
     assert summary.kept[0].record.creator == "Photographer 0"
