@@ -15,6 +15,7 @@ import mlflow
 from omegaconf import DictConfig, OmegaConf
 
 from src.classifiers.distributed import SINGLE
+from src.classifiers.lr_finder import DIVISOR
 from src.device import pick_device
 from src.errors import UserError, exit_with_error
 from src.features.backbone import build_featurizer, check_model, feature_size
@@ -86,7 +87,7 @@ def find(spec: RunSpec) -> float:
     )
     print(
         f"\nsuggested learning rate: {found.suggested:.3g} (lowest smoothed loss "
-        f"at {found.suggested * 10:.3g}, divided by 10; {len(found.lrs)} steps"
+        f"at {found.suggested * DIVISOR:.3g}, divided by {DIVISOR}; {len(found.lrs)} steps"
         + (", stopped at divergence" if found.stopped_early else "")
         + ")\n"
         f"  plot: lr_find.png of run {run.info.run_id}, "

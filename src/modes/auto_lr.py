@@ -10,7 +10,7 @@ import mlflow
 import torch
 
 from src.classifiers.dnn import Refinement
-from src.classifiers.lr_finder import LrFound, RangeTest, find_lr, lr_find_figure
+from src.classifiers.lr_finder import DIVISOR, LrFound, RangeTest, find_lr, lr_find_figure
 from src.classifiers.network import ImageClassifier, make_head
 from src.errors import UserError
 from src.modes.job import Job
@@ -59,5 +59,7 @@ def resolve_lr(job: Job, featurizer, settings: Refinement, dropout, feature_size
         job, featurizer, settings, dropout, feature_size, range_test_settings(lr_find)
     )
     log_range_test(found)
-    log.info(f"lr range test: suggested lr {found.suggested:.3g} (lowest smoothed loss / 10)")
+    log.info(
+        f"lr range test: suggested lr {found.suggested:.3g} (lowest smoothed loss / {DIVISOR})"
+    )
     return dataclasses.replace(settings, lr=float(f"{found.suggested:.4g}"))

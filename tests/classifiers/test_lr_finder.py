@@ -1,5 +1,5 @@
 """The learning-rate range test: an exponential sweep, a smoothed loss that stops at
-divergence, a suggestion one decade under the minimum, and the network left as it was."""
+divergence, a suggestion a third of the minimum's rate, and the network left as it was."""
 
 import math
 import shlex
@@ -34,9 +34,9 @@ def network() -> ImageClassifier:
     return ImageClassifier(featurizer, make_head("dnn", 512, 3, 0.5), l2_normalize=False)
 
 
-def test_the_suggestion_is_a_decade_below_the_lowest_smoothed_loss():
+def test_the_suggestion_is_a_third_of_the_rate_at_the_lowest_smoothed_loss():
     lrs = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
-    assert suggest(lrs, [2.0, 1.5, 0.9, 1.2, math.inf]) == pytest.approx(1e-3)
+    assert suggest(lrs, [2.0, 1.5, 0.9, 1.2, math.inf]) == pytest.approx(1e-2 / 3)
 
 
 def test_the_sweep_is_exponential_stops_at_divergence_and_leaves_the_network_as_it_was(
@@ -53,7 +53,7 @@ def test_the_sweep_is_exponential_stops_at_divergence_and_leaves_the_network_as_
     assert found.smoothed[-1] > 4 * min(found.smoothed[:-1]) or not math.isfinite(
         found.smoothed[-1]
     )
-    assert found.suggested == pytest.approx(found.lrs[int(np.argmin(found.smoothed))] / 10)
+    assert found.suggested == pytest.approx(found.lrs[int(np.argmin(found.smoothed))] / 3)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k].cpu()) for k in before)
 
@@ -95,23 +95,29 @@ LEARNABLE = [  # on the colour set (tests/conftest.py), learnable from random we
 ]
 
 
-@pytest.mark.slow  # two trainings of 4 epochs and a 60-step range test: minutes on a CPU
+SEEDS = (0, 1, 2)  # data split, weights and training: one validation set is a noisy judge
+
+
+@pytest.mark.slow  # six trainings of 4 epochs and three 60-step range tests: minutes on a CPU
 def test_the_suggested_lr_learns_at_least_as_well_as_the_default_in_as_many_epochs(tmp_path):
-    scores = {}
-    colours = write_colour_dataset(tmp_path / "colours", 12)
-    for lr in ("0.005", "auto"):  # 0.005: conf/classifier/dnn.yaml's default
-        result = run_cli(
-            *LEARNABLE,
-            "dataset=folder",
-            f"dataset.root={colours}",
-            f"classifier.lr={lr}",
-            tmp=tmp_path / lr,
-            timeout=1800,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        _, run = only_run(tmp_path / lr)
-        scores[lr] = run.data.metrics["val/eval_class_avg_accuracy"]
-        if lr == "auto":
-            print(f"suggested lr {run.data.params['lr_find.suggested']}")
-    print(f"validation class-averaged accuracy after 4 epochs: {scores}")
-    assert scores["auto"] >= scores["0.005"]
+    scores = {"0.005": [], "auto": []}  # 0.005: conf/classifier/dnn.yaml's default
+    colours = write_colour_dataset(tmp_path / "colours", 40)
+    for seed in SEEDS:
+        for lr in scores:
+            tmp = tmp_path / f"{lr}-{seed}"
+            result = run_cli(
+                *LEARNABLE,
+                "dataset=folder",
+                f"dataset.root={colours}",
+                f"classifier.lr={lr}",
+                f"seed={seed}",
+                tmp=tmp,
+                timeout=1800,
+            )
+            assert result.returncode == 0, result.stderr[-3000:]
+            _, run = only_run(tmp)
+            scores[lr].append(run.data.metrics["val/eval_class_avg_accuracy"])
+            if lr == "auto":
+                print(f"seed {seed}: suggested lr {run.data.params['lr_find.suggested']}")
+    print(f"validation class-averaged accuracy after 4 epochs, seeds {SEEDS}: {scores}")
+    assert np.mean(scores["auto"]) >= np.mean(scores["0.005"])
