@@ -43,6 +43,25 @@ def photo_set(images: int, width: int = 320, height: int = 240) -> list[Path]:
     return sorted(folder.glob("*.jpg"))
 
 
+def write_colour_dataset(root: Path, per_class: int, seed: int = 0) -> Path:
+    """A learnable set, even for a network with random weights: root/<red|green|blue>/*.jpg,
+    48 px, the class's hue (with a little spread) at random saturation and brightness. The
+    tests' set, and the sweep benchmark's: on the textures every random-weight trial sits at
+    chance, so pruning there cuts nothing for a reason."""
+    import cv2  # only here: the tests' conftest imports this module
+
+    rng = np.random.default_rng(seed)
+    for k, label in enumerate(("red", "green", "blue")):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            hsv = np.zeros((48, 48, 3), np.uint8)
+            hsv[..., 0] = (k * 60 + rng.normal(0, 10)) % 180  # OpenCV's hue runs 0-180
+            hsv[..., 1] = rng.integers(80, 255)
+            hsv[..., 2] = np.clip(rng.normal(rng.integers(60, 230), 30, (48, 48)), 0, 255)
+            cv2.imwrite(str(root / label / f"{i:03d}.jpg"), cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR))
+    return root
+
+
 def photo_like_jpeg(width: int = 640, height: int = 480, seed: int = 0) -> bytes:
     """Smooth colour gradients with a little noise: compresses like a photo, not like noise."""
     rng = np.random.default_rng(seed)

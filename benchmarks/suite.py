@@ -36,6 +36,7 @@ SIZES = {
         "train_steps": 3,
         "sweep_trials": 6,
         "sweep_epochs": 3,
+        "sweep_seeds": (0,),
         "serving_calls": 20,
         "serving_batches": 3,
     },
@@ -52,12 +53,13 @@ SIZES = {
         "train_steps": 6,
         "sweep_trials": 12,
         "sweep_epochs": 6,
+        "sweep_seeds": (0, 1, 2),
         "serving_calls": 50,
         "serving_batches": 5,
     },
 }
 CONF = Path(__file__).resolve().parents[1] / "conf"
-SIZE = 224  # px: every benchmark but the sweeps (48 px) runs at the default resolution
+SIZE = 224  # px: every benchmark but the sweeps (32 px) runs at the default resolution
 BENCHMARKS = ("featurisation", "data", "cache", "refinement", "memory", "sweeps", "serving")
 TITLES = {
     "featurisation": "1. Featurisation, end to end vs the pure forward pass",
@@ -65,7 +67,7 @@ TITLES = {
     "cache": "3. Feature cache: second run vs first",
     "refinement": "4. Refinement: training images/s per epoch",
     "memory": "5. Memory: peak RSS featurising a large set",
-    "sweeps": "6. Sweeps: median pruner vs none",
+    "sweeps": "6. Sweeps: the shipped pruner vs none, over sampler seeds",
     "serving": "7. Scoring service latency (resnet18, 224 px)",
 }
 
@@ -113,9 +115,7 @@ def run(names, size: str, device: torch.device) -> dict:
             folder = photo_set(s["memory_images"])[0].parent
             rows = pipeline.peak_memory(folder, "resnet18", SIZE, batch, workers)
         elif name == "sweeps":
-            rows = sweeps.pruned_vs_unpruned(
-                s["sweep_trials"], s["sweep_epochs"], BENCH_DIR / "sweep-data"
-            )
+            rows = sweeps.pruned_vs_unpruned(s["sweep_trials"], s["sweep_epochs"], s["sweep_seeds"])
         elif name == "serving":
             from benchmarks.serving import serving_benchmark  # needs MLflow
 

@@ -21,6 +21,7 @@ import sqlalchemy
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
+from benchmarks.common import write_colour_dataset  # noqa: F401 (the tests import it from here)
 from src.data.synthetic import ensure_synthetic_textures
 from tests import postgres_cluster
 
@@ -66,23 +67,6 @@ def write_dataset(root: Path, counts: dict[str, int], size=(48, 40)) -> Path:
             (root / label / f"{label}_{i:03d}.jpg").write_bytes(
                 image_bytes(seed=zlib.crc32(f"{label}{i}".encode()), size=size)
             )
-    return root
-
-
-def write_colour_dataset(root: Path, per_class: int, seed: int = 0) -> Path:
-    """A learnable set, even for a network with random weights: root/<red|green|blue>/*.jpg,
-    48 px, the class's hue (with a little spread) at random saturation and brightness."""
-    import cv2  # only here: conftest is imported by every test
-
-    rng = np.random.default_rng(seed)
-    for k, label in enumerate(("red", "green", "blue")):
-        (root / label).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            hsv = np.zeros((48, 48, 3), np.uint8)
-            hsv[..., 0] = (k * 60 + rng.normal(0, 10)) % 180  # OpenCV's hue runs 0-180
-            hsv[..., 1] = rng.integers(80, 255)
-            hsv[..., 2] = np.clip(rng.normal(rng.integers(60, 230), 30, (48, 48)), 0, 255)
-            cv2.imwrite(str(root / label / f"{i:03d}.jpg"), cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR))
     return root
 
 

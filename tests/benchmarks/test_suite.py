@@ -82,5 +82,59 @@ def test_the_precision_benchmark_reports_a_ratio_per_part(monkeypatch, tmp_path,
         "served model",
     ]
     assert all(r["ratio (median)"] > 0 for r in rows)
-    assert rows[1]["parity"].startswith("cosine 0.9")
+    # `auto` is fp32 on a CPU without native bf16, so the parity may be exactly 1
+    assert rows[1]["parity"].startswith("cosine ")
+    assert 0.999 <= float(rows[1]["parity"].split()[1]) <= 1.0 + 1e-6
     assert "| measurement | unit | fp32 | bf16 (auto) |" in capsys.readouterr().out
+
+
+def test_pruner_overrides_turn_the_shipped_pruner_into_the_one_asked_for():
+    from omegaconf import OmegaConf
+
+    from benchmarks import sweeps
+
+    shipped = dict(OmegaConf.load(ROOT / "conf/sweep/refine_dnn.yaml").hydra.sweeper.pruner)
+    assert sweeps.pruner_overrides(None) == []
+    for spec in sweeps.PRUNERS.values():
+        if spec is None:
+            continue
+        pruner = dict(shipped)
+        for override in sweeps.pruner_overrides(spec):  # applied as Hydra reads ~, + and =
+            key, _, value = override.lstrip("~+").partition("=")
+            key = key.removeprefix("hydra.sweeper.pruner.")
+            if override.startswith("~"):
+                del pruner[key]
+            else:
+                assert (key in pruner) != override.startswith("+"), override
+                pruner[key] = value
+        assert pruner == {k: str(v) for k, v in spec.items()}
+
+
+def test_the_sweep_summary_compares_each_pruner_with_the_unpruned_sweep_of_its_seed():
+    from benchmarks.sweeps import summary
+
+    def row(pruner, seed, spent, best):
+        return {
+            "pruner": pruner,
+            "seed": seed,
+            "trials": 4,
+            "pruned": 0,
+            "trial-epochs": spent,
+            "of at most": 24,
+            "wall s": 1.0,
+            "best val class-avg accuracy": best,
+        }
+
+    rows = [
+        row("none", 0, 24, 0.5),
+        row("none", 1, 24, 0.6),
+        row("a", 0, 12, 0.5),
+        row("a", 1, 6, 0.7),
+        row("b", 0, 10, 0.4),
+    ]
+    totals = {t["pruner"]: t for t in summary(rows)}
+    assert totals["none: all seeds"]["vs unpruned"] == 1.0
+    assert totals["a: all seeds"]["vs unpruned"] == 18 / 48
+    assert totals["a: all seeds"]["best equals unpruned's"] is True
+    assert totals["b: all seeds"]["vs unpruned"] == 10 / 24
+    assert totals["b: all seeds"]["best equals unpruned's"] is False
