@@ -36,6 +36,8 @@ SAMPLERS = {
 }
 PRUNERS = {
     "median": optuna.pruners.MedianPruner,
+    # keeps trials above the given percentile of earlier ones (25: the top quarter goes on)
+    "percentile": optuna.pruners.PercentilePruner,
     "hyperband": optuna.pruners.HyperbandPruner,
     "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
     "none": optuna.pruners.NopPruner,
