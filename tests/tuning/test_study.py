@@ -108,3 +108,22 @@ def test_a_storage_url_with_a_password_is_shown_without_it():
 def test_an_unreachable_postgresql_storage_is_one_clear_error():
     with pytest.raises(UserError, match=r"storage=postgresql://nobody:\*\*\*@127.0.0.1:9/x cannot"):
         open_storage("postgresql://nobody:pw@127.0.0.1:9/x", 1, 2)
+
+
+def test_the_percentile_pruner_keeps_only_trials_in_the_top_share():
+    study = optuna.create_study(
+        direction="maximize",
+        pruner=make_pruner(
+            {"name": "percentile", "percentile": 25.0, "n_startup_trials": 3, "n_warmup_steps": 0}
+        ),
+    )
+    for value in (0.2, 0.4, 0.6, 0.8):
+        done = study.ask()
+        done.report(value, 0)
+        study.tell(done, value)
+    second = study.ask()
+    second.report(0.62, 0)  # above the median of earlier trials (0.5), under their top quarter
+    assert second.should_prune()
+    first = study.ask()
+    first.report(0.7, 0)  # above 0.65, the 75th percentile of 0.2, 0.4, 0.6, 0.8
+    assert not first.should_prune()
