@@ -186,6 +186,24 @@ def test_too_small_class_is_a_one_line_error_and_the_run_is_marked_failed(tmp_pa
     assert run.info.status == "FAILED" and "class 'dog'" in run.data.tags["error"]
 
 
+def test_own_images_under_the_default_dataset_are_refused_and_left_as_they_were(tmp_path):
+    # `dataset.root=` without `dataset=folder`: the synthetic default once generated its
+    # textures over the folder, deleting the user's images
+    root = write_dataset(tmp_path / "pics", {"cat": 4, "dog": 4})
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    result = run_cli(f"dataset.root={root}", tmp=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: dataset.root={root} holds files but not the generated synthetic set; "
+        "to train on your own images add dataset=folder (nothing was changed)"
+    )
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+    assert not list(tmp_path.glob("pics.tmp*"))
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert all(r.info.status != "RUNNING" for r in runs)
+
+
 def test_unknown_option_lists_the_available_ones(tmp_path):
     result = run_cli("model=resnet99", tmp=tmp_path)
     assert result.returncode != 0

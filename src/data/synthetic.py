@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from src.errors import UserError
+
 CLASSES = ("dotted", "leopard", "striped")
 
 
@@ -26,6 +28,13 @@ def ensure_synthetic_textures(
     root = Path(root)
     if (root / ".complete").exists():
         return root
+    if root.is_dir() and any(root.iterdir()):
+        # Someone's own images, most likely `dataset.root=...` without `dataset=folder`: the
+        # generated set replaces its folder whole, so it must never be put over theirs.
+        raise UserError(
+            f"dataset.root={root} holds files but not the generated synthetic set; "
+            "to train on your own images add dataset=folder (nothing was changed)"
+        )
     tmp = root.with_name(f"{root.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     total = images_per_class * len(CLASSES)
@@ -44,7 +53,7 @@ def ensure_synthetic_textures(
                 (tmp / label / f"{label}_{i:04d}.jpg").write_bytes(encoded.tobytes())
                 progress.update()
     (tmp / ".complete").touch()
-    shutil.rmtree(root, ignore_errors=True)  # an interrupted earlier attempt
+    shutil.rmtree(root, ignore_errors=True)  # empty, or gone: os.replace needs no folder there
     root.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, root)  # the dataset appears whole or not at all
     return root

@@ -7,6 +7,7 @@ from sklearn.model_selection import cross_val_score
 
 from src.data.images import read_image
 from src.data.synthetic import CLASSES, ensure_synthetic_textures, render_image
+from src.errors import UserError
 
 
 def test_generation_is_deterministic_per_seed():
@@ -35,3 +36,18 @@ def test_mean_colour_alone_cannot_tell_the_classes_apart(colour_baseline_set):
             labels.append(k)
     scores = cross_val_score(LogisticRegression(max_iter=1000), np.array(features), labels, cv=5)
     assert scores.mean() < 0.6, f"mean RGB separates the classes: {scores.mean():.2f}"
+
+
+def test_an_empty_folder_is_generated_into_and_a_full_one_refused(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert sorted(p.name for p in ensure_synthetic_textures(empty, 2, 32, 0).iterdir()) == [
+        ".complete",
+        *CLASSES,
+    ]
+    mine = tmp_path / "mine"
+    (mine / "cat").mkdir(parents=True)
+    (mine / "cat" / "1.jpg").write_bytes(b"mine")
+    with pytest.raises(UserError, match="add dataset=folder"):
+        ensure_synthetic_textures(mine, 2, 32, 0)
+    assert (mine / "cat" / "1.jpg").read_bytes() == b"mine"
