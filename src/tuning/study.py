@@ -41,7 +41,7 @@ PRUNERS = {
     "hyperband": optuna.pruners.HyperbandPruner,
     "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
     "none": optuna.pruners.NopPruner,
-}
+}  # and "patient": another pruner that holds off while a trial still improves
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 IN_FLIGHT = (TrialState.RUNNING, TrialState.WAITING)
 # What a study's database raises when it goes away (server down, connection cut): the
@@ -113,6 +113,12 @@ def make_pruner(config: dict | None):
     """`{name: median, n_startup_trials: 5, ...}`: the rest are the pruner's own arguments."""
     options = dict(config or {"name": "none"})
     name = options.pop("name", "median")
+    if name == "patient":  # {name: patient, patience: N, wrapped: {a pruner}}
+        wrapped = make_pruner(options.pop("wrapped", None))
+        try:
+            return optuna.pruners.PatientPruner(wrapped, **options)
+        except TypeError as error:
+            raise UserError(f"hydra.sweeper.pruner: {error}") from None
     if name not in PRUNERS:
         raise UserError(f"hydra.sweeper.pruner.name={name!r}; expected one of {list(PRUNERS)}")
     try:

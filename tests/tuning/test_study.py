@@ -127,3 +127,24 @@ def test_the_percentile_pruner_keeps_only_trials_in_the_top_share():
     first = study.ask()
     first.report(0.7, 0)  # above 0.65, the 75th percentile of 0.2, 0.4, 0.6, 0.8
     assert not first.should_prune()
+
+
+def test_a_patient_pruner_spares_a_trial_below_the_median_while_it_improves():
+    pruner = {"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0}
+    study = optuna.create_study(
+        direction="maximize",
+        pruner=make_pruner({"name": "patient", "patience": 0, "wrapped": pruner}),
+    )
+    good = study.ask()
+    for epoch, value in enumerate([0.8, 0.9, 0.95]):
+        good.report(value, epoch)
+    study.tell(good, 0.95)
+    climbing, stalled = study.ask(), study.ask()
+    for epoch, (up, flat) in enumerate([(0.3, 0.3), (0.5, 0.3)]):
+        climbing.report(up, epoch)
+        stalled.report(flat, epoch)
+    # patience 0: the pruner is asked only when a trial did not improve on its last epoch
+    assert not climbing.should_prune()  # below the median, but better than an epoch ago
+    assert stalled.should_prune()
+    with pytest.raises(UserError, match="hydra.sweeper.pruner"):
+        make_pruner({"name": "patient", "patience": 0, "wrapped": pruner, "typo": 1})
