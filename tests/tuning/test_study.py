@@ -139,12 +139,13 @@ def test_a_patient_pruner_spares_a_trial_below_the_median_while_it_improves():
     for epoch, value in enumerate([0.8, 0.9, 0.95]):
         good.report(value, epoch)
     study.tell(good, 0.95)
-    climbing, stalled = study.ask(), study.ask()
-    for epoch, (up, flat) in enumerate([(0.3, 0.3), (0.5, 0.3)]):
+    climbing, falling = study.ask(), study.ask()
+    for epoch, (up, down) in enumerate([(0.3, 0.3), (0.5, 0.2)]):
         climbing.report(up, epoch)
-        stalled.report(flat, epoch)
-    # patience 0: the pruner is asked only when a trial did not improve on its last epoch
+        falling.report(down, epoch)
+    # patience 0: the median is asked only when a trial fell below its best so far (Optuna's
+    # rule: best before - min_delta > best since; a flat trial is never asked)
     assert not climbing.should_prune()  # below the median, but better than an epoch ago
-    assert stalled.should_prune()
+    assert falling.should_prune()
     with pytest.raises(UserError, match="hydra.sweeper.pruner"):
         make_pruner({"name": "patient", "patience": 0, "wrapped": pruner, "typo": 1})
