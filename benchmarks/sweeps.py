@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # a good learning rate climbs, a poor one stays (on the textures every trial sits at chance).
 SWEEP = [
     "sweep=refine_dnn",
+    "dataset=folder",  # without it the default dataset generated its textures into the root
     "model=resnet18",
     "model.weights=none",
     "resolution.size=32",
@@ -41,6 +42,12 @@ PRUNERS = {
     "median 5/2": {"name": "median", "n_startup_trials": 5, "n_warmup_steps": 2},
     "median 2/0": {"name": "median", "n_startup_trials": 2, "n_warmup_steps": 0},
     "median 2/1": {"name": "median", "n_startup_trials": 2, "n_warmup_steps": 1},
+    "median 3/0": {"name": "median", "n_startup_trials": 3, "n_warmup_steps": 0},
+    "patient 0, median 2/0": {
+        "name": "patient",
+        "patience": 0,
+        "wrapped": {"name": "median", "n_startup_trials": 2, "n_warmup_steps": 0},
+    },
     "percentile 25 3/1": {
         "name": "percentile",
         "percentile": 25.0,
@@ -61,8 +68,15 @@ def pruner_overrides(pruner: dict | None) -> list[str]:
     shipped = OmegaConf.load(ROOT / "conf/sweep/refine_dnn.yaml").hydra.sweeper.pruner
     key = "hydra.sweeper.pruner."
     return [f"~{key}{k}" for k in shipped if k not in pruner] + [
-        f"{'' if k in shipped else '+'}{key}{k}={v}" for k, v in pruner.items()
+        f"{'' if k in shipped else '+'}{key}{k}={hydra_value(v)}" for k, v in pruner.items()
     ]
+
+
+def hydra_value(value) -> str:
+    """A value in Hydra's override grammar: a dict as {key:value,...}."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{hydra_value(v)}" for k, v in value.items()) + "}"
+    return str(value)
 
 
 def pruned_vs_unpruned(
@@ -99,8 +113,9 @@ def summary(rows: list[dict]) -> list[dict]:
                     r["best val class-avg accuracy"]
                     >= unpruned[r["seed"]]["best val class-avg accuracy"]
                     for r in mine
-                    if r["seed"] in unpruned
-                ),
+                )
+                if all(r["seed"] in unpruned for r in mine)
+                else None,
             }
         )
     return totals

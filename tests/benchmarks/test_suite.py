@@ -107,7 +107,7 @@ def test_pruner_overrides_turn_the_shipped_pruner_into_the_one_asked_for():
             else:
                 assert (key in pruner) != override.startswith("+"), override
                 pruner[key] = value
-        assert pruner == {k: str(v) for k, v in spec.items()}
+        assert pruner == {k: sweeps.hydra_value(v) for k, v in spec.items()}
 
 
 def test_the_sweep_summary_compares_each_pruner_with_the_unpruned_sweep_of_its_seed():
@@ -138,3 +138,5 @@ def test_the_sweep_summary_compares_each_pruner_with_the_unpruned_sweep_of_its_s
     assert totals["a: all seeds"]["best equals unpruned's"] is True
     assert totals["b: all seeds"]["vs unpruned"] == 10 / 24
     assert totals["b: all seeds"]["best equals unpruned's"] is False
+    alone = summary([row("c", 0, 10, 0.4)])[0]  # no unpruned sweep to compare with
+    assert alone["vs unpruned"] is None and alone["best equals unpruned's"] is None
