@@ -8,7 +8,10 @@ or the latency ratio for serving). Measured, at 224 px:
   2. featurisation end to end (files → decode → model → features) at the configured batch,
      `auto` against fp32, and the features' parity (mean cosine similarity);
   3. one refinement epoch (augmented, training only) of resnet18 at batch 16;
-  4. the served model (the pyfunc, in process: base64 → decode → model) on one image, p50.
+  4. the served model (the pyfunc, in process: base64 → decode → model) on one image, p50;
+  5. learning: a refinement on the learnable colour set from random weights, one per seed
+     and precision, its final validation class-averaged accuracy: bf16 against fp32's mean,
+     and fp32's own spread over the seeds (the run-to-run noise it must stay within).
 Prints a Markdown table, labelled with the CPU and the load average, and writes precision.json.
 """
 
@@ -28,7 +31,13 @@ import torch
 from omegaconf import OmegaConf
 
 from benchmarks import training
-from benchmarks.common import BENCH_DIR, cpu_model, markdown_table, texture_set
+from benchmarks.common import (
+    BENCH_DIR,
+    cpu_model,
+    markdown_table,
+    texture_set,
+    write_colour_dataset,
+)
 from src.classifiers.network import make_spec
 from src.data.presets import ImageSpec, load_pixels
 from src.device import Compute, configure, resolve_workers
@@ -137,6 +146,49 @@ def serving(calls: int, rounds: int) -> list[dict]:
     return [row("served model, one image, p50 latency (in process)", "ms", latencies)]
 
 
+def learning(seeds, per_class: int, epochs: int, size: int) -> list[dict]:
+    """Final validation class-averaged accuracy per seed; the same split, settings and
+    initial weights for both precisions of a seed. Validation is 12 images per class."""
+    from src.classifiers.dnn import Hooks, Refinement, train_network
+    from src.data.prepare import SplitSettings, prepare_dataset
+
+    root = write_colour_dataset(BENCH_DIR / f"colours-{per_class}", per_class)
+    data = prepare_dataset(root, SplitSettings(0.6, 0.2), 0, None, None, 2)
+    splits = {
+        s: ([f.path for f in data.subset(s)], data.labels(data.subset(s))) for s in ("train", "val")
+    }
+    settings = Refinement(epochs=epochs, patience=0)  # the shipped lr, schedule, augmentation
+    scores = {"fp32": [], "bf16": []}
+    for seed in seeds:
+        for precision in scores:
+            torch.manual_seed(seed)
+            model = training.classifier("resnet18")
+            result = train_network(
+                model,
+                splits["train"],
+                splits["val"],
+                settings,
+                ImageSpec(size),
+                Compute(CPU, precision, workers=0, seed=seed),
+                hooks=Hooks(),
+            )
+            scores[precision].append(result.history[-1]["val/class_avg_accuracy"])
+    result = row(
+        f"resnet18 refinement, colour set, {size} px, {epochs} epochs: final val class-avg "
+        f"accuracy, seeds {','.join(map(str, seeds))}",
+        "accuracy",
+        scores,
+    )
+    gap = abs(statistics.mean(scores["bf16"]) - statistics.mean(scores["fp32"]))
+    spread = max(scores["fp32"]) - min(scores["fp32"])
+    result["parity"] = (
+        f"mean gap {gap:.3f}, fp32's spread over seeds {spread:.3f}; "
+        f"fp32 {'/'.join(f'{v:.2f}' for v in scores['fp32'])}, "
+        f"bf16 {'/'.join(f'{v:.2f}' for v in scores['bf16'])}"
+    )
+    return [result]
+
+
 def row(measurement: str, unit: str, values: dict, faster: str = "bf16") -> dict:
     """Medians of each precision's rounds, and of the rounds' ratios (`faster` / fp32)."""
     ratios = [b / a for a, b in zip(values["fp32"], values[faster], strict=True)]
@@ -156,7 +208,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a smoke test: tiny sizes")
     parser.add_argument("--rounds", type=int, default=3, help="turns each precision takes")
-    parser.add_argument("--only", default="forward,featurisation,refinement,serving")
+    parser.add_argument("--only", default="forward,featurisation,refinement,serving,learning")
     parser.add_argument("--out", default=str(BENCH_DIR), help="folder for precision.json")
     args = parser.parse_args(argv)
     configure(CPU)
@@ -174,13 +226,16 @@ def main(argv=None) -> None:
     if "forward" in only:
         rows += forward(archs, (8,) if quick else (8, 16, 32), args.rounds, 8 if quick else 32)
     if "featurisation" in only:
-        paths, _ = texture_set(8 if quick else 32)
+        # 128 images: a round of 32 took 0.4 s in bf16, and its ratio swung 1.4-1.9 between runs
+        paths, _ = texture_set(8 if quick else 128)
         rows += featurisation(archs, paths, batches, workers, args.rounds, auto)
     if "refinement" in only:
         paths, labels = texture_set(12 if quick else 35)
         rows += refinement(paths, labels, args.rounds, workers)
     if "serving" in only:
         rows += serving(3 if quick else 11, args.rounds)
+    if "learning" in only:  # at 64 px: the learning, not the speed, is what it measures
+        rows += learning((0,) if quick else (0, 1, 2), 12 if quick else 60, 1 if quick else 6, 64)
     label = (
         f"{cpu_model()}, {os.cpu_count()} cores, native bf16: "
         f"{str(detect_native_bf16(CPU)).lower()}, auto = {auto}; load average (1 min) "

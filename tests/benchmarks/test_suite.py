@@ -80,11 +80,13 @@ def test_the_precision_benchmark_reports_a_ratio_per_part(monkeypatch, tmp_path,
         "resnet18 featurisation end to end",
         "resnet18 refinement epoch",
         "served model",
+        "resnet18 refinement",
     ]
     assert all(r["ratio (median)"] > 0 for r in rows)
     # `auto` is fp32 on a CPU without native bf16, so the parity may be exactly 1
     assert rows[1]["parity"].startswith("cosine ")
     assert 0.999 <= float(rows[1]["parity"].split()[1]) <= 1.0 + 1e-6
+    assert rows[4]["unit"] == "accuracy" and rows[4]["parity"].startswith("mean gap ")
     assert "| measurement | unit | fp32 | bf16 (auto) |" in capsys.readouterr().out
 
 
