@@ -49,6 +49,7 @@ from src.precision import autocast, detect_native_bf16, resolve_precision
 SIZE = 224
 CONF = Path(__file__).resolve().parents[1] / "conf"
 CPU = torch.device("cpu")
+PARTS = ("forward", "featurisation", "refinement", "serving", "learning")
 
 
 def forward_rate(model, pixels, precision: str, batches: int) -> float:
@@ -204,36 +205,30 @@ def row(measurement: str, unit: str, values: dict, faster: str = "bf16") -> dict
     }
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a smoke test: tiny sizes")
-    parser.add_argument("--rounds", type=int, default=3, help="turns each precision takes")
-    parser.add_argument("--only", default="forward,featurisation,refinement,serving,learning")
-    parser.add_argument("--out", default=str(BENCH_DIR), help="folder for precision.json")
-    args = parser.parse_args(argv)
+def measure(quick: bool, rounds: int, only=PARTS) -> tuple[str, list[dict]]:
+    """The parts in `only`, each precision taking turns `rounds` times: the machine's line
+    (its bf16 capability, what `auto` chose, the load) and one row per measurement."""
     configure(CPU)
     workers = resolve_workers("auto", CPU)
     auto = resolve_precision("auto", CPU)
     default = OmegaConf.load(CONF / "resolution" / "224.yaml")
     sizes = default.featurize_batch_size, default.featurize_batch_size_cpu
     batches = {p: featurize_batch_size(*sizes, CPU, p) for p in ("fp32", auto)}
-    quick = args.quick
     archs = ("resnet18",) if quick else ("resnet18", "resnet50")
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     rows = []
-    only = args.only.split(",")
     if "forward" in only:
-        rows += forward(archs, (8,) if quick else (8, 16, 32), args.rounds, 8 if quick else 32)
+        rows += forward(archs, (8,) if quick else (8, 16, 32), rounds, 8 if quick else 32)
     if "featurisation" in only:
         # 128 images: a round of 32 took 0.4 s in bf16, and its ratio swung 1.4-1.9 between runs
         paths, _ = texture_set(8 if quick else 128)
-        rows += featurisation(archs, paths, batches, workers, args.rounds, auto)
+        rows += featurisation(archs, paths, batches, workers, rounds, auto)
     if "refinement" in only:
         paths, labels = texture_set(12 if quick else 35)
-        rows += refinement(paths, labels, args.rounds, workers)
+        rows += refinement(paths, labels, rounds, workers)
     if "serving" in only:
-        rows += serving(3 if quick else 11, args.rounds)
+        rows += serving(3 if quick else 11, rounds)
     if "learning" in only:  # at 64 px: the learning, not the speed, is what it measures
         rows += learning((0,) if quick else (0, 1, 2), 12 if quick else 60, 1 if quick else 6, 64)
     label = (
@@ -242,6 +237,17 @@ def main(argv=None) -> None:
         f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after; "
         f"{time.perf_counter() - started:.0f} s; torch {torch.__version__}"
     )
+    return label, rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a smoke test: tiny sizes")
+    parser.add_argument("--rounds", type=int, default=3, help="turns each precision takes")
+    parser.add_argument("--only", default=",".join(PARTS))
+    parser.add_argument("--out", default=str(BENCH_DIR), help="folder for precision.json")
+    args = parser.parse_args(argv)
+    label, rows = measure(args.quick, args.rounds, args.only.split(","))
     table = markdown_table(rows)
     print(f"\n{label}\n\n{table}")
     out = Path(args.out)

@@ -60,7 +60,16 @@ SIZES = {
 }
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SIZE = 224  # px: every benchmark but the sweeps (32 px) runs at the default resolution
-BENCHMARKS = ("featurisation", "data", "cache", "refinement", "memory", "sweeps", "serving")
+BENCHMARKS = (
+    "featurisation",
+    "data",
+    "cache",
+    "refinement",
+    "memory",
+    "sweeps",
+    "serving",
+    "precision",
+)
 TITLES = {
     "featurisation": "1. Featurisation, end to end vs the pure forward pass",
     "data": "2. Data pipeline alone (decode + letterbox, no model)",
@@ -69,6 +78,7 @@ TITLES = {
     "memory": "5. Memory: peak RSS featurising a large set",
     "sweeps": "6. Sweeps: the shipped pruner vs none, over sampler seeds",
     "serving": "7. Scoring service latency (resnet18, 224 px)",
+    "precision": "8. bf16 against fp32: speed and parity (benchmarks/precision.py)",
 }
 
 
@@ -122,6 +132,11 @@ def run(names, size: str, device: torch.device) -> dict:
             rows = serving_benchmark(
                 s["serving_calls"], s["serving_batches"], BENCH_DIR / "serving-data"
             )
+        elif name == "precision":
+            from benchmarks import precision  # its own sizes: 224 px, three rounds
+
+            capability, rows = precision.measure(size == "quick", 1 if size == "quick" else 3)
+            results["machine"]["precision"] = capability
         results["benchmarks"][name] = {
             "rows": rows,
             "seconds": time.perf_counter() - started,
@@ -183,6 +198,8 @@ def markdown(results: dict) -> str:
         f"Python {m['python']}; 1-minute load average {m['load_average_1min']} before, "
         f"{m.get('load_average_1min_after', '?')} after; size: {results['size']}.",
     ]
+    if "precision" in m:  # the precision benchmark's own line: what auto chose, and why
+        lines.append(f"Precision benchmark: {m['precision']}.")
     for name, bench in results["benchmarks"].items():
         lines += [
             "",

@@ -66,6 +66,7 @@ def test_the_whole_quick_suite_runs(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert set(json.loads(out.read_text())["benchmarks"]) == set(suite.BENCHMARKS)
     assert "### 7. Scoring service latency" in done.stdout
+    assert "### 8. bf16 against fp32" in done.stdout and "native bf16: " in done.stdout
 
 
 def test_the_precision_benchmark_reports_a_ratio_per_part(monkeypatch, tmp_path, capsys):
