@@ -275,8 +275,12 @@ def test_two_sweeps_on_one_storage_share_the_study_without_repeats(tmp_path):
     ]
     fresh_store(tmp_path / "mlruns" / "mlflow.db")
     (tmp_path / "sweeps").mkdir()
-    workers = [sweep_process(tmp_path, *sweep) for _ in range(2)]
-    assert [w.wait(timeout=300) for w in workers] == [0, 0]
+    logs = [(tmp_path / f"worker{i}.log").open("w") for i in range(2)]
+    workers = [sweep_process(tmp_path, *sweep, stdout=log) for log in logs]
+    codes = [w.wait(timeout=300) for w in workers]
+    for log in logs:
+        log.close()
+    assert codes == [0, 0], [(tmp_path / f"worker{i}.log").read_text()[-2000:] for i in range(2)]
     study = study_of(tmp_path, "svm")
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 4

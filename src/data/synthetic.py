@@ -53,9 +53,15 @@ def ensure_synthetic_textures(
                 (tmp / label / f"{label}_{i:04d}.jpg").write_bytes(encoded.tobytes())
                 progress.update()
     (tmp / ".complete").touch()
-    shutil.rmtree(root, ignore_errors=True)  # empty, or gone: os.replace needs no folder there
     root.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, root)  # the dataset appears whole or not at all
+    try:
+        os.replace(tmp, root)  # the dataset appears whole or not at all (over an empty folder)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (root / ".complete").exists():
+            raise
+        # Another process (a parallel sweep worker) put the same set there first and may be
+        # reading it already: it is kept, never removed to make way for this copy.
     return root
 
 

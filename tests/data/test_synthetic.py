@@ -51,3 +51,26 @@ def test_an_empty_folder_is_generated_into_and_a_full_one_refused(tmp_path):
     with pytest.raises(UserError, match="add dataset=folder"):
         ensure_synthetic_textures(mine, 2, 32, 0)
     assert (mine / "cat" / "1.jpg").read_bytes() == b"mine"
+
+
+def test_a_set_another_process_finished_first_is_kept_not_replaced(tmp_path, monkeypatch):
+    """Two sweep workers may generate the same set at once: the one that finishes second
+    uses the first one's set, which the first is already reading, and never removes it."""
+    import shutil
+
+    import src.data.synthetic as synthetic
+
+    theirs = ensure_synthetic_textures(tmp_path / "theirs", 2, 32, 0)
+    root = tmp_path / "set"
+    real_render = synthetic.render_image
+
+    def render_while_another_process_finishes(*args):
+        if not root.exists():  # the other worker's os.replace lands while this one renders
+            shutil.copytree(theirs, root)
+            (root / "being-read").touch()
+        return real_render(*args)
+
+    monkeypatch.setattr(synthetic, "render_image", render_while_another_process_finishes)
+    assert ensure_synthetic_textures(root, 2, 32, 0) == root
+    assert (root / "being-read").exists() and (root / ".complete").exists()
+    assert [p.name for p in tmp_path.iterdir() if ".tmp" in p.name] == []  # its own copy gone
