@@ -43,7 +43,7 @@ PRUNERS = {
     "median 2/0": {"name": "median", "n_startup_trials": 2, "n_warmup_steps": 0},
     "median 2/1": {"name": "median", "n_startup_trials": 2, "n_warmup_steps": 1},
     "median 3/0": {"name": "median", "n_startup_trials": 3, "n_warmup_steps": 0},
-    "patient 0, median 2/0": {
+    "patient 0 (median 2/0)": {
         "name": "patient",
         "patience": 0,
         "wrapped": {"name": "median", "n_startup_trials": 2, "n_warmup_steps": 0},
@@ -174,11 +174,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--out", type=Path, default=None, help="JSON of the rows")
     args = parser.parse_args()
+    pruners = tuple(args.pruners.split(","))
+    if unknown := [p for p in pruners if p not in PRUNERS]:
+        parser.error(f"--pruners: unknown {unknown}; the names are {list(PRUNERS)}")
     rows = pruned_vs_unpruned(
-        args.trials,
-        args.epochs,
-        tuple(int(s) for s in args.seeds.split(",")),
-        tuple(args.pruners.split(",")),
+        args.trials, args.epochs, tuple(int(s) for s in args.seeds.split(",")), pruners
     )
     print(markdown_table(rows))
     if args.out:
