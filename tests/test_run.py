@@ -186,6 +186,7 @@ def test_too_small_class_is_a_one_line_error_and_the_run_is_marked_failed(tmp_pa
     assert run.info.status == "FAILED" and "class 'dog'" in run.data.tags["error"]
 
 
+@pytest.mark.slow  # a whole run; tests/data/test_synthetic.py checks the guard in process
 def test_own_images_under_the_default_dataset_are_refused_and_left_as_they_were(tmp_path):
     # `dataset.root=` without `dataset=folder`: the synthetic default once generated its
     # textures over the folder, deleting the user's images

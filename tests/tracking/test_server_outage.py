@@ -50,6 +50,7 @@ def test_mlflows_own_variables_win(clean_retry_environment, monkeypatch):
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"
 
 
+@pytest.mark.slow  # starts an mlflow server (13 s); the slow run starts one anyway
 def test_only_a_server_that_does_not_answer_is_unreachable(mlflow_server):
     assert not mlflow_run.server_unreachable(mlflow_server)
     assert mlflow_run.server_unreachable(f"http://127.0.0.1:{free_port()}")
