@@ -49,6 +49,11 @@ IN_FLIGHT = (TrialState.RUNNING, TrialState.WAITING)
 STORAGE_ERRORS = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)
 
 
+# What a worker sees when another one is creating the same new study database: SQLite's and
+# PostgreSQL's words for a table made, or a schema version row written, a moment earlier
+CREATION_RACE = ("already exists", "UNIQUE constraint failed", "duplicate key value")
+
+
 def default_storage(sweeps_dir: Path) -> str:
     return f"sqlite:///{(Path(sweeps_dir) / 'optuna.db').resolve()}"
 
@@ -75,8 +80,9 @@ def open_storage(url: str, heartbeat_interval: int, grace_period: int):
                 )
             except Exception as error:  # noqa: BLE001
                 # Two workers creating a new database at once: one finds the other's tables
-                # half made. The second try sees them whole.
-                if "already exists" not in str(error) or attempt == 4:
+                # half made, or its schema version row already written. The next try sees
+                # them whole.
+                if not any(m in str(error) for m in CREATION_RACE) or attempt == 4:
                     raise
                 time.sleep(0.5)
     except Exception as error:  # noqa: BLE001 - drivers fail in many ways

@@ -149,3 +149,20 @@ def test_a_patient_pruner_spares_a_trial_below_the_median_while_it_improves():
     assert falling.should_prune()
     with pytest.raises(UserError, match="hydra.sweeper.pruner"):
         make_pruner({"name": "patient", "patience": 0, "wrapped": pruner, "typo": 1})
+
+
+def test_workers_opening_a_new_study_database_at_once_all_get_it(tmp_path):
+    """Sweep workers started together on a new SQLite study: each creates the tables and
+    the schema version row, and the ones that lose that race open what the winner made."""
+    import multiprocessing
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    with multiprocessing.get_context("spawn").Pool(6) as pool:
+        opened = pool.starmap(_open_after, [(url, time.time() + 3)] * 6)
+    assert opened == [True] * 6
+
+
+def _open_after(url: str, start: float) -> bool:
+    time.sleep(max(0.0, start - time.time()))  # all at once, as workers launched together
+    open_storage(url, 1, 2)
+    return True
