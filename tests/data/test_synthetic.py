@@ -62,15 +62,14 @@ def test_a_set_another_process_finished_first_is_kept_not_replaced(tmp_path, mon
 
     theirs = ensure_synthetic_textures(tmp_path / "theirs", 2, 32, 0)
     root = tmp_path / "set"
-    real_render = synthetic.render_image
+    real_replace = synthetic.os.replace
 
-    def render_while_another_process_finishes(*args):
-        if not root.exists():  # the other worker's os.replace lands while this one renders
-            shutil.copytree(theirs, root)
-            (root / "being-read").touch()
-        return real_render(*args)
+    def replace_just_after_another_process(source, target):
+        shutil.copytree(theirs, root)  # the other worker's set lands a moment earlier
+        (root / "being-read").touch()
+        return real_replace(source, target)
 
-    monkeypatch.setattr(synthetic, "render_image", render_while_another_process_finishes)
+    monkeypatch.setattr(synthetic.os, "replace", replace_just_after_another_process)
     assert ensure_synthetic_textures(root, 2, 32, 0) == root
     assert (root / "being-read").exists() and (root / ".complete").exists()
     assert [p.name for p in tmp_path.iterdir() if ".tmp" in p.name] == []  # its own copy gone
