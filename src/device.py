@@ -1,6 +1,7 @@
 """Choosing where the model runs, and how many threads and worker processes help it."""
 
 import logging
+import multiprocessing
 import os
 from dataclasses import dataclass
 
@@ -69,6 +70,20 @@ def resolve_workers(num_workers: int | str, device: torch.device) -> int:
     if device.type != "cpu":
         return min(16, max(1, cores - 1))
     return 0 if cores <= 4 else max(1, cores // 8)
+
+
+def children_context() -> str | None:
+    """The start method for worker processes this process starts: None, the default, or
+    "fork" under a start method children cannot take; "none" where no child may start.
+
+    A worker of Hydra's joblib launcher runs under loky's start method: a spawned child fails
+    on it ("cannot find context for 'loky'") and so do torch's DataLoader workers; forked
+    ones inherit the process and work. A daemonic process may have no children at all."""
+    if multiprocessing.current_process().daemon:
+        return "none"
+    if multiprocessing.get_start_method(allow_none=True) in (None, "fork", "spawn", "forkserver"):
+        return None
+    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "none"
 
 
 def cpu_count() -> int:

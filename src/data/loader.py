@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from src.data.images import ImageError
+from src.device import children_context
 
 
 class ImageDataset(Dataset):
@@ -156,12 +157,16 @@ def make_loader(
     `persistent`: the workers live as long as the loader, for a loader iterated once per
     epoch; forking and warming them up again each epoch costs more than an epoch of a small
     dataset on a GPU. Pinned memory on CUDA, so copies to the GPU can be asynchronous."""
+    context = children_context() if num_workers > 0 else None
+    if context == "none":
+        num_workers, context = 0, None
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle and sampler is None,
         sampler=sampler,
         num_workers=num_workers,
+        multiprocessing_context=context,
         pin_memory=device.type == "cuda",
         persistent_workers=persistent and num_workers > 0,
         # batches waiting per worker: at least 2, and about 8 in all when workers are few

@@ -10,7 +10,7 @@ Deterministic: the same seed always gives the same bytes.
 
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from src.device import children_context
 from src.errors import UserError
 
 CLASSES = ("dotted", "leopard", "striped")
@@ -49,10 +50,9 @@ def ensure_synthetic_textures(
     # One process per core: rendering is numpy on one core, 17 s for the default 450 images
     # on a 2-core machine, and every new user's first run waits for it. Each image has its own
     # seed, so the bytes do not depend on which process draws it.
-    workers = min(os.cpu_count() or 1, 8)
     with (
         tqdm(total=len(jobs), desc="generating synthetic textures", unit="img") as progress,
-        ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool,
+        _render_pool() as pool,
     ):
         for (label, _, i, _, _), encoded in zip(
             jobs, pool.map(_render_jpeg, jobs, chunksize=10), strict=True
@@ -70,6 +70,24 @@ def ensure_synthetic_textures(
         # Another process (a parallel sweep worker) put the same set there first and may be
         # reading it already: it is kept, never removed to make way for this copy.
     return root
+
+
+def _render_pool() -> Executor:
+    """Spawned processes where this process may start them, else this process alone.
+
+    Spawned, not forked: a forked child would inherit torch's thread pools mid-state. Where
+    children must be forked (a worker of Hydra's joblib launcher) or may not start, the set
+    is rendered here, about twice as long on 2 cores."""
+    if children_context() is None:
+        return ProcessPoolExecutor(min(os.cpu_count() or 1, 8), mp_context=get_context("spawn"))
+    return _InProcess()
+
+
+class _InProcess(Executor):
+    """An executor that maps in the calling process, for where no child process may start."""
+
+    def map(self, fn, *iterables, timeout=None, chunksize=1):
+        return map(fn, *iterables)
 
 
 def _render_jpeg(job: tuple) -> bytes:

@@ -104,3 +104,20 @@ def test_augmentation_is_the_same_whatever_the_workers_and_differs_between_epoch
         [p.numpy() for p, _, _ in make_loader(dataset, 4, 1, CPU, sampler=resumed)]
     )
     assert np.array_equal(again, in_process[1])
+
+
+def _pixels_from_workers(paths):
+    dataset = ImageDataset(paths, [0] * len(paths), partial(load_pixels, size=32), 32)
+    return np.concatenate([p.numpy() for p, _, _ in make_loader(dataset, 2, 2, CPU)])
+
+
+def test_loader_workers_start_inside_a_joblib_worker(tmp_path):
+    # Hydra's joblib launcher runs a trial in a loky worker: DataLoader workers under loky's
+    # start method fail ("'Process' object has no attribute 'env'"); on a GPU or with more
+    # than 4 cores num_workers=auto starts some.
+    from joblib import Parallel, delayed
+
+    paths = sorted(write_dataset(tmp_path, {"a": 2, "b": 2}, size=(40, 30)).glob("*/*.jpg"))
+    here = _pixels_from_workers(paths)
+    there = Parallel(n_jobs=2, backend="loky")(delayed(_pixels_from_workers)(paths) for _ in "ab")
+    assert all(np.array_equal(here, pixels) for pixels in there)

@@ -73,3 +73,17 @@ def test_a_set_another_process_finished_first_is_kept_not_replaced(tmp_path, mon
     assert ensure_synthetic_textures(root, 2, 32, 0) == root
     assert (root / "being-read").exists() and (root / ".complete").exists()
     assert [p.name for p in tmp_path.iterdir() if ".tmp" in p.name] == []  # its own copy gone
+
+
+def _generate_in_worker(root):
+    return ensure_synthetic_textures(root, images_per_class=2, image_size=32, seed=0)
+
+
+def test_a_joblib_worker_generates_the_set(tmp_path):
+    # Hydra's joblib launcher runs sweep trials in loky workers, whose start method 'loky'
+    # a spawned child cannot take: CI's slow run failed a trial on it.
+    from joblib import Parallel, delayed
+
+    roots = [tmp_path / "a", tmp_path / "b"]
+    Parallel(n_jobs=2, backend="loky")(delayed(_generate_in_worker)(r) for r in roots)
+    assert all(len(list(r.rglob("*.jpg"))) == 2 * len(CLASSES) for r in roots)
