@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from src.device import children_context
+from src.device import children_context, cpu_count
 from src.errors import UserError
 
 CLASSES = ("dotted", "leopard", "striped")
@@ -73,13 +73,14 @@ def ensure_synthetic_textures(
 
 
 def _render_pool() -> Executor:
-    """Spawned processes where this process may start them, else this process alone.
+    """Spawned processes, one per core this process may use, where it may start them; else
+    this process alone (on one core too: a child would only add its start-up).
 
     Spawned, not forked: a forked child would inherit torch's thread pools mid-state. Where
     children must be forked (a worker of Hydra's joblib launcher) or may not start, the set
     is rendered here, about twice as long on 2 cores."""
-    if children_context() is None:
-        return ProcessPoolExecutor(min(os.cpu_count() or 1, 8), mp_context=get_context("spawn"))
+    if children_context() is None and cpu_count() > 1:
+        return ProcessPoolExecutor(min(cpu_count(), 8), mp_context=get_context("spawn"))
     return _InProcess()
 
 
