@@ -11,7 +11,7 @@ The suggestion is the rate at the lowest smoothed loss divided by 3 (DIVISOR): S
 rule for a cyclical schedule, whose upper bound is where the loss stops falling and whose
 base rate is a third to a quarter of it. Chosen by measurement on the tests' learnable colour
 set (3 classes x 40 images, 32 px, random weights, 60-step test, 4 epochs, validation
-class-averaged accuracy for data/training seeds 0, 1, 2; `python -m pytest -s -m slow
+class-averaged accuracy for data/training seeds 0, 1, 2; `python -m pytest -s -n 0 -m slow
 tests/classifiers/test_lr_finder.py -k learns`):
 
     rule                        suggested lr               accuracy per seed   mean

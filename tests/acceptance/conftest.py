@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from tests.acceptance import readme
@@ -118,6 +119,10 @@ def command(text: str) -> str:
     found = [c for c in every if c == text] or [c for c in every if c.startswith(text)]
     assert len(found) == 1, f"README has {len(found)} commands starting {text!r}"
     return found[0]
+
+
+def store(workspace) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{workspace.folder}/mlruns/mlflow.db")
 
 
 def run_id_of(output: str) -> str:

@@ -1,0 +1,42 @@
+"""The README's sweeps that stand alone: the SVM over backbones, a plain Hydra grid, a range
+and plain values on the command line (see test_readme.py for how commands are taken from
+the README and shrunk; the refinement sweep whose best trial is registered is there)."""
+
+import re
+
+from tests.acceptance.claims import GRID, SWEEP_FIXED, SWEEP_RANGE, SWEEP_SVM
+from tests.acceptance.conftest import TRIALS, command, ok, shrunk, store
+
+
+def test_svm_sweep_over_backbones(workspace):
+    result = ok(workspace.run(shrunk(command(SWEEP_SVM))))
+    assert f"study svm: {TRIALS} complete" in result.stdout + result.stderr
+
+
+def test_plain_hydra_grid(workspace):
+    result = ok(workspace.run(shrunk(command(GRID))))
+    assert result.stdout.count(" finished: svm") == 6
+
+
+def test_a_range_on_the_command_line_replaces_the_configs(workspace):
+    result = ok(workspace.run(shrunk(command(SWEEP_RANGE))))
+    output = result.stdout + result.stderr
+    lines = re.findall(r"^trial \d+: .*=.*$", output, re.M)
+    drawn = [float(re.search(r"classifier\.lr=([\d.e-]+)", line).group(1)) for line in lines]
+    assert len(drawn) == TRIALS and all(0.001 <= v <= 0.01 for v in drawn), drawn
+
+
+def test_plain_values_in_a_sweep_fix_those_parameters(workspace):
+    result = ok(workspace.run(shrunk(command(SWEEP_FIXED))))
+    output = result.stdout + result.stderr
+    client = store(workspace)
+    ids = re.findall(r"^run (\w{32}) started", result.stdout, re.M)
+    assert len(ids) == TRIALS
+    for run_id in ids:
+        params = client.get_run(run_id).data.params
+        assert params["model.name"] == "resnet18" and params["classifier.epochs"] == "1"
+    trial_lines = re.findall(r"^trial \d+: .*=.*$", output, re.M)
+    assert len(trial_lines) == TRIALS
+    for line in trial_lines:
+        assert " model=" not in line and "classifier.epochs=" not in line, line
+    assert "every trial runs with:" in output
