@@ -1,5 +1,7 @@
 """The embedded default dataset: deterministic, and not separable by colour alone."""
 
+import os
+
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
@@ -76,9 +78,16 @@ def test_a_set_another_process_finished_first_is_kept_not_replaced(tmp_path, mon
 
 
 def _generate_in_worker(root):
+    # two cores, so the set would be rendered by child processes: under `pytest -n 2` this
+    # worker inherited one core, where it renders in process and the test could not fail
+    os.sched_setaffinity(0, {0, 1})
     return ensure_synthetic_textures(root, images_per_class=2, image_size=32, seed=0)
 
 
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2,
+    reason="renders in child processes only with two cores or more",
+)
 def test_a_joblib_worker_generates_the_set(tmp_path):
     # Hydra's joblib launcher runs sweep trials in loky workers, whose start method 'loky'
     # a spawned child cannot take: CI's slow run failed a trial on it.
