@@ -64,6 +64,13 @@ def pytest_configure(config):
     torch.set_num_threads(len(share))
 
 
+def use_every_core() -> None:
+    """In a process a test starts: leave the worker's one core (above) for every core, for
+    code that takes another path, or races, only when it has several."""
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))  # the kernel keeps the allowed ones
+
+
 def image_bytes(
     fmt: str = "JPEG", size=(48, 40), mode: str = "RGB", seed: int = 0, **save
 ) -> bytes:

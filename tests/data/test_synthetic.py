@@ -10,6 +10,7 @@ from sklearn.model_selection import cross_val_score
 from src.data.images import read_image
 from src.data.synthetic import CLASSES, ensure_synthetic_textures, render_image
 from src.errors import UserError
+from tests.conftest import use_every_core
 
 
 def test_generation_is_deterministic_per_seed():
@@ -78,9 +79,9 @@ def test_a_set_another_process_finished_first_is_kept_not_replaced(tmp_path, mon
 
 
 def _generate_in_worker(root):
-    # two cores, so the set would be rendered by child processes: under `pytest -n 2` this
-    # worker inherited one core, where it renders in process and the test could not fail
-    os.sched_setaffinity(0, {0, 1})
+    # every core, so the set would be rendered by child processes: under `pytest -n 2` this
+    # worker inherited one, where it renders in process and the test could not fail
+    use_every_core()
     return ensure_synthetic_textures(root, images_per_class=2, image_size=32, seed=0)
 
 
