@@ -13,9 +13,11 @@ from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep, Override
+from hydra.core.override_parser.types import ChoiceSweep, Override, RangeSweep
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
+
+from src.overrides import override as as_override
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 _MISSING = "\0missing"
@@ -118,6 +120,37 @@ def _compose_choices(overrides: list[Override], groups: dict, conf_dir: Path):
                 f"{override.key_or_group}=" + ("null" if value is None else f"'{value}'")
             )
     return compose_config(choices, conf_dir)
+
+
+def first_job(args: list[str], conf_dir: Path = CONF_DIR):
+    """The config the first job of this command line runs with: each sweep at its first
+    option (`model=a,b`, `range(...)`, `choice(...)`), and an interval, which a sweeper
+    samples, left at the config's value. Hydra's own settings are left out."""
+    chosen = []
+    for override in OverridesParser.create().parse_overrides(args):
+        if override.key_or_group.startswith("hydra"):
+            continue
+        if not override.is_sweep_override():
+            chosen.append(override.input_line)
+        elif isinstance(override.value(), ChoiceSweep | RangeSweep):
+            first = next(iter(override.sweep_iterator()), None)
+            if first is not None:  # quoted as a sweeper's choice is (`resolution='112'`)
+                value = getattr(first, "text", first)  # a QuotedString's text
+                chosen.append(as_override(override.get_key_element(), value))
+    return compose_config(chosen, conf_dir)
+
+
+def swept_values(args: list[str]) -> list[tuple[str, object]]:
+    """(key, option) for every option of a value swept over a list of them (`seed=1,2`,
+    `choice(...)`, `range(...)`): the jobs after the first, checked before the first runs."""
+    found = []
+    for override in OverridesParser.create().parse_overrides(args):
+        value = override.value()
+        if isinstance(value, ChoiceSweep):
+            found += [(override.key_or_group, getattr(v, "text", v)) for v in value.list]
+        elif isinstance(value, RangeSweep):
+            found += [(override.key_or_group, v) for v in override.sweep_iterator()]
+    return found
 
 
 def compose_config(overrides: list[str], conf_dir: Path = CONF_DIR):

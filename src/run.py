@@ -5,27 +5,33 @@ frozen `RunSpec`, and `src.pipeline.run_job` runs that: data → features → cl
 evaluation, recorded in one MLflow run. The return value (validation class-averaged
 accuracy) is what sweepers maximise.
 
-This file stays light: the command line is checked (one line for a mistyped key or option)
-before torch, MLflow and Optuna are imported, so a mistake comes back in about a second.
+This file stays light: the command line is checked before torch, MLflow and Optuna are
+imported, so a mistake comes back as one line in about a second, before any experiment or
+run exists: a mistyped key or option (src/override_check.py), then every value and the
+dataset folder of the job it asks for (`check_config`, src/run_spec.py).
 """
 
 import sys
 
 import hydra
+from hydra.errors import HydraException
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
-from src.errors import exit_with_error
+from src.errors import UserError, exit_with_error
 from src.features.model_options import register_model_options
-from src.override_check import problem
+from src.override_check import first_job, problem, swept_values
 from src.overrides import hydra_overrides, prepare_overrides
+
+# Hydra's flags that print something and run no job: their config is not checked
+RUNS_NO_JOB = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--shell-completion"}
 
 register_model_options()  # model=NAME for every torchvision model, before anything composes
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    # the heavy imports, once the command line is sound
-    from src.pipeline import run_job
+    from src.pipeline import run_job  # the heavy imports, once the command line is sound
     from src.run_spec import describe_run, is_sweep_job
 
     return run_job(lambda: describe_run(cfg), sweeping=is_sweep_job())
@@ -44,6 +50,17 @@ def start(args: list[str]) -> list[str]:
         overrides = hydra_overrides(args)
     if message := problem(overrides):
         exit_with_error(message)
+    if not RUNS_NO_JOB & set(args):
+        from src.run_spec import check_config, check_value  # numpy, OpenCV: not for a typo
+
+        try:
+            check_config(first_job(overrides), overrides)
+            for key, option in swept_values(overrides):
+                check_value(key, option)
+        except UserError as error:
+            exit_with_error(error)
+        except (HydraException, OmegaConfBaseException) as error:  # e.g. `+seed=1`: already there
+            exit_with_error(str(error).splitlines()[0])
     return args
 
 

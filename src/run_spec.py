@@ -5,27 +5,39 @@ which reads it off the composed config.
 pipeline and everything below take the parts they need. Each value is resolved here once
 (interpolations, `${oc.env:...}`, the experiment's default name) and type-checked, so inner
 code never meets a `${...}`, and a mistyped classifier key is one line naming it.
+
+`check_config` is the part that needs no torch: every value's type and range, and the
+dataset folder as listed (its classes, a test list). src.run calls it on the command line's
+config before torch, MLflow and Optuna load, so a mistake is one line within about a
+second, before any experiment or run exists; `describe_run` calls it again for each job.
 """
+
+from __future__ import annotations  # the modes' types below are imported where they are used
 
 import dataclasses
 import difflib
 import json
+import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ValidationError
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException, ValidationError
 
-from src.classifiers.dnn import Refinement
+from src.data.folders import check_classes, list_images
 from src.data.prepare import SplitSettings
-from src.data.presets import ImageSpec
+from src.data.presets import PREPROCESSING_MODES, ImageSpec
+from src.data.split import TEST_LIST_CONFLICTS, read_test_list
 from src.errors import UserError
-from src.features.backbone import architecture
-from src.modes import ModeSettings, mode_of
 from src.overrides import as_typed
-from src.tuning.study import redact
+
+if TYPE_CHECKING:  # torch behind them: imported in the functions that build them
+    from src.classifiers.dnn import Refinement
+    from src.modes import ModeSettings
 
 
 @dataclass(frozen=True)
@@ -101,13 +113,14 @@ class RunSpec:
 
 def describe_run(cfg: DictConfig) -> RunSpec:
     """The run the config asks for, every value resolved and typed."""
-    c, d, r, t = cfg.classifier, cfg.dataset, cfg.resolution, cfg.trial
-    root = d.get("root")
-    if root in (None, ""):
-        raise UserError("dataset=folder needs dataset.root=PATH (a folder of class folders)")
-    root = Path(str(root)).expanduser().resolve()
-    synthetic = d.get("synthetic")
+    from src.features.backbone import architecture
+    from src.tuning.study import redact
+
     overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    check_config(cfg, overrides)
+    c, d, r, t = cfg.classifier, cfg.dataset, cfg.resolution, cfg.trial
+    root = Path(str(d.root)).expanduser().resolve()
+    synthetic = d.get("synthetic")
     config = OmegaConf.to_container(cfg, resolve=True)
     if config["trial"]["storage"]:  # no database password in the run's params
         config["trial"]["storage"] = redact(config["trial"]["storage"])
@@ -189,6 +202,8 @@ def split_settings(split: DictConfig) -> SplitSettings:
 def mode_spec(c: DictConfig) -> ModeSettings:
     """The classifier config as its mode's typed settings: Refinement's fields go to
     `refinement` (refining modes), the rest to ModeSettings' own fields."""
+    from src.modes import ModeSettings, mode_of
+
     check_classifier_keys(c)
     own = {f.name for f in dataclasses.fields(ModeSettings)} - {"name", "refinement"}
     values = OmegaConf.to_container(c, resolve=True)
@@ -201,6 +216,9 @@ def mode_spec(c: DictConfig) -> ModeSettings:
 
 def check_classifier_keys(c: DictConfig) -> None:
     """A key of the classifier config that no mode reads is a mistake: say which."""
+    from src.classifiers.dnn import Refinement
+    from src.modes import ModeSettings
+
     fields = {f.name for f in dataclasses.fields(Refinement)}
     fields |= {f.name for f in dataclasses.fields(ModeSettings)} - {"refinement"}
     if unknown := sorted(set(c) - fields):
@@ -211,6 +229,8 @@ def check_classifier_keys(c: DictConfig) -> None:
 
 def refinement(c: DictConfig) -> Refinement:
     """The refinement settings of a classifier config, resolved and type-checked."""
+    from src.classifiers.dnn import Refinement
+
     check_classifier_keys(c)
     settings = OmegaConf.to_container(c, resolve=True)
     fields = {f.name for f in dataclasses.fields(Refinement)}
@@ -226,3 +246,151 @@ def refinement(c: DictConfig) -> Refinement:
             f"classifier.{key}={getattr(error, 'value', '?')!r}: {error.msg.splitlines()[0]}"
         ) from None
     return Refinement(**{**OmegaConf.to_container(typed), **({"lr": "auto"} if auto_lr else {})})
+
+
+def check_config(cfg: DictConfig, given: Iterable[str] = ()) -> None:
+    """Every value a run reads, and its dataset folder, checked without torch: the first
+    mistake is one UserError naming the value and what is expected. `given`: the command
+    line's overrides (a `dataset.root=` given to the synthetic set is refused)."""
+    for key in RULES:
+        try:
+            value = OmegaConf.select(cfg, key, default=_ABSENT)
+        except OmegaConfBaseException as error:  # an interpolation that does not resolve
+            raise UserError(f"{key}: {str(error).splitlines()[0]}") from None
+        if isinstance(value, DictConfig | ListConfig):
+            value = OmegaConf.to_container(value, resolve=True)
+        if value is not _ABSENT:
+            check_value(key, value)
+    split_settings(cfg.dataset.split)  # a split key of no meaning
+    check_dataset(cfg.dataset, given)
+
+
+def check_value(key: str, value) -> None:
+    """One value against what RULES says `key` may be (a key without a rule passes)."""
+    expected, valid = RULES.get(key, ("", lambda _: True))
+    if not valid(value):
+        raise UserError(f"{key}={_shown(value)}: expected {expected}")
+
+
+def check_dataset(d: DictConfig, given: Iterable[str] = ()) -> None:
+    """The dataset as far as it can be known before a run: its root is given, and is a
+    folder of two or more class folders with images (listed, not opened), and its test list
+    reads. The synthetic set is generated later, into a folder of its own."""
+    root = d.get("root")
+    if root in (None, ""):
+        raise UserError("dataset=folder needs dataset.root=PATH (a folder of class folders)")
+    root = Path(str(root)).expanduser().resolve()
+    if d.get("synthetic"):
+        # ensure_synthetic_textures' marker of a complete set
+        if _given(given, "dataset.root") and not (root / ".complete").exists():
+            if root.is_dir() and any(root.iterdir()):
+                raise UserError(
+                    f"dataset.root={root} holds files but not the generated synthetic set; "
+                    "to train on your own images add dataset=folder (nothing was changed)"
+                )
+            raise UserError(
+                f"dataset.root={root} does not exist, and is given without dataset=folder: "
+                "add dataset=folder to train on a folder of your own images (the synthetic "
+                "set is made under paths.data_dir; nothing was generated)"
+            )
+        return
+    if d.get("download") and not root.exists():
+        raise UserError(f"{root} does not exist; download it with: {d.download}")
+    classes, relpaths = list_images(root)
+    check_classes(classes, {r.split("/", 1)[0] for r in relpaths}, root)
+    if d.split.test_list:
+        read_test_list(d.split.test_list, set(relpaths))
+
+
+def _given(overrides: Iterable[str], key: str) -> bool:
+    return any(o.split("=", 1)[0].lstrip("+~") == key for o in overrides)
+
+
+def _integer(value, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _one_of(*options) -> tuple[str, Callable]:
+    return f"{', '.join(options[:-1])} or {options[-1]}", lambda v: v in options
+
+
+_ABSENT = object()
+INTEGER = ("an integer", lambda v: _integer(v, -math.inf))
+SHARE = ("a number between 0 and 1 (not 0 or 1)", lambda v: _number(v) and 0 < v < 1)
+FRACTION = ("a number from 0 up to (not including) 1", lambda v: _number(v) and 0 <= v < 1)
+COUNT = ("a whole number, 1 or more", lambda v: _integer(v, 1))
+COUNT_OR_NULL = ("a whole number, 1 or more, or null", lambda v: v is None or _integer(v, 1))
+NOT_NEGATIVE = ("a number, 0 or more", lambda v: _number(v) and v >= 0)
+SWITCH = ("true or false", lambda v: isinstance(v, bool))
+# What each value may be: the types of SplitSettings, ModeSettings and Refinement (the last
+# two import torch, so their types are said again here), and the ranges outside which the
+# code fails or trains on nonsense. A key the config has not (classifier.lr under
+# classifier=svm) is not checked; tests/test_config.py checks that each names a real key.
+RULES: dict[str, tuple[str, Callable[[object], bool]]] = {
+    "seed": INTEGER,
+    "dataset.max_images_per_class": COUNT_OR_NULL,
+    "dataset.synthetic.images_per_class": COUNT,
+    "dataset.synthetic.image_size": COUNT,
+    "dataset.synthetic.seed": INTEGER,
+    "dataset.split.train_ratio": SHARE,
+    "dataset.split.val_ratio": SHARE,
+    "dataset.split.by": _one_of("filename", "subdir"),
+    "dataset.split.test_list": (
+        "a file's path, or null",
+        lambda v: v is None or isinstance(v, str),
+    ),
+    "dataset.split.test_list_conflicts": _one_of(*TEST_LIST_CONFLICTS),
+    "dataset.split.group_duplicates": SWITCH,
+    "dataset.split.duplicate_threshold": (
+        "a whole number of bits, 0 or more",
+        lambda v: _integer(v, 0),
+    ),
+    "resolution.size": ("a whole number of pixels, 1 or more", lambda v: _integer(v, 1)),
+    "resolution.preprocessing": _one_of(*PREPROCESSING_MODES),
+    "resolution.featurize_batch_size": COUNT,
+    "resolution.featurize_batch_size_cpu": COUNT_OR_NULL,
+    "num_workers": ("auto, or a whole number, 0 or more", lambda v: v == "auto" or _integer(v, 0)),
+    "classifier.C_values": (
+        "a non-empty list of positive numbers",
+        lambda v: isinstance(v, list) and v != [] and all(_number(c) and c > 0 for c in v),
+    ),
+    "classifier.l2_normalize": SWITCH,
+    "classifier.dropout": FRACTION,
+    "classifier.epochs": COUNT,
+    "classifier.lr": ("a positive number, or auto", lambda v: v == "auto" or _number(v) and v > 0),
+    "classifier.momentum": FRACTION,
+    "classifier.weight_decay": NOT_NEGATIVE,
+    "classifier.batch_size": COUNT,
+    "classifier.schedule": _one_of("step", "cosine", "onecycle"),
+    "classifier.milestones": (
+        "a list of epochs (whole numbers, 0 or more)",
+        lambda v: isinstance(v, list) and all(_integer(e, 0) for e in v),
+    ),
+    "classifier.patience": ("a whole number of epochs, 0 or more", lambda v: _integer(v, 0)),
+    "classifier.freeze_backbone": SWITCH,
+    "classifier.balance_classes": SWITCH,
+    "classifier.max_train_images": COUNT_OR_NULL,
+    "classifier.augment": SWITCH,
+    "classifier.crop": ("a number above 0, up to 1", lambda v: _number(v) and 0 < v <= 1),
+    "classifier.jitter": NOT_NEGATIVE,
+    "classifier.hflip": SWITCH,
+    "classifier.compile": SWITCH,
+    "classifier.sync_batchnorm": SWITCH,
+    "tracking.retry_seconds": NOT_NEGATIVE,
+    "tracking.system_metrics": SWITCH,
+    "tracking.system_metrics_seconds": (
+        "a number of seconds above 0",
+        lambda v: _number(v) and v > 0,
+    ),
+}
+
+
+def _shown(value) -> str:
+    """A value as it is typed on the command line: `abc`, `[]`, `null`, `true`."""
+    if isinstance(value, list):
+        return "[" + ",".join(_shown(v) for v in value) + "]"
+    return json.dumps(value) if value is None or isinstance(value, bool) else str(value)

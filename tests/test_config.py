@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from src.errors import UserError
 from src.overrides import override, prepare_overrides
-from src.run_spec import refinement
+from src.run_spec import RULES, check_config, describe_run, refinement
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -100,3 +100,40 @@ def test_the_store_is_the_command_line_then_the_environment_then_the_default(mon
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     assert composed().tracking.uri == "sqlite:///mlruns/mlflow.db"
     assert composed("paths.mlruns_dir=elsewhere").tracking.uri == "sqlite:///elsewhere/mlflow.db"
+
+
+def test_every_value_rule_names_a_key_of_the_config_and_the_defaults_pass():
+    """A rule whose key was renamed would check nothing: each names a key that some
+    classifier's config has, and no shipped default breaks a rule."""
+    keys = set()
+    for classifier in ("svm", "dnn", "svm_dnn_refined"):
+        cfg = composed(f"classifier={classifier}")
+        check_config(cfg)
+        keys |= {k for k in RULES if OmegaConf.select(cfg, k, default=KeyError) is not KeyError}
+    assert keys == set(RULES)
+
+
+def test_each_job_checks_its_values_before_its_run_starts():
+    """A sweep's jobs go through describe_run, not the command-line check."""
+    with pytest.raises(UserError, match=r"^classifier.lr=-1: expected a positive number"):
+        describe_run(composed("classifier=dnn", "classifier.lr=-1"))
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "first"),
+    [
+        ("resolution=choice(112,224)", "resolution.size", 112),  # a numeric group's option
+        ("resolution=112,224", "resolution.size", 112),
+        ("model=resnet34,resnet50", "model.name", "resnet34"),
+        ("seed=range(3,5)", "seed", 3),
+    ],
+)
+def test_the_first_job_of_a_sweep_composes_at_each_sweeps_first_option(override, key, first):
+    """What `src.run` checks before a sweep starts (a group swept with `choice(...)` once
+    failed to compose: 'Config group override must be a string')."""
+    from omegaconf import OmegaConf
+
+    from src.override_check import first_job
+    from src.overrides import prepare_overrides
+
+    assert OmegaConf.select(first_job(prepare_overrides([override])), key) == first

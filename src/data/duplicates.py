@@ -71,27 +71,32 @@ def write_groups_tsv(
     Path(path).write_text("group\tpath\tlabel\tsplit\n" + "".join(rows), encoding="utf-8")
 
 
+def components(count: int, pairs) -> np.ndarray:
+    """Which component each of `count` items is in, each pair (i, j) of `pairs` linking two
+    of them, transitively (a~b and b~c make one): scipy's connected components. The split
+    links sub-folders and groups with it too."""
+    # imported here: scipy.sparse takes about half a second, and src.run's command-line
+    # check, which runs before torch loads, imports this module
+    from scipy.sparse import coo_array
+    from scipy.sparse.csgraph import connected_components
+
+    links = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    graph = coo_array((np.ones(len(links), np.int8), links.T), shape=(count, count))
+    return connected_components(graph, directed=False)[1]
+
+
 def _near_groups(keys: list[str], hexes: list[str], threshold: int) -> list[list[str]]:
     if not keys:
         return []
     packed = np.frombuffer(b"".join(bytes.fromhex(h) for h in hexes), np.uint8)
     ones = np.unpackbits(packed.reshape(len(keys), -1), axis=1).astype(np.int32)
-    parent = list(range(len(keys)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    pairs = []
     for start in range(0, len(keys), 1024):  # blocks keep the distance matrix small
         block = ones[start : start + 1024]
         distance = block @ (1 - ones).T + (1 - block) @ ones.T
-        for i, j in zip(*np.nonzero(distance <= threshold), strict=True):
-            a, b = root(start + i), root(j)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
+        i, j = np.nonzero(distance <= threshold)
+        pairs.append(np.stack([start + i, j], axis=1)[start + i < j])
     members = defaultdict(list)
-    for i, key in enumerate(keys):
-        members[root(i)].append(key)
+    for key, component in zip(keys, components(len(keys), np.concatenate(pairs)), strict=True):
+        members[component].append(key)
     return [g for g in members.values() if len(g) > 1]

@@ -28,27 +28,41 @@ def find_images(root: str | Path) -> tuple[list[str], list[ImageFile]]:
     dbs) are ignored.
     """
     root = Path(root).expanduser()
+    classes, found = list_images(root)
+    files = []
+    for relpath in found:
+        path = (root / relpath).resolve()
+        stat = path.stat()
+        label = relpath.split("/", 1)[0]
+        files.append(
+            ImageFile(path, relpath, label, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        )
+    return classes, files
+
+
+def list_images(root: Path) -> tuple[list[str], list[str]]:
+    """The class names (sorted) and the relative paths of every image file in them, read
+    from the folder alone (no file is opened): what `find_images` walks, and what the
+    command line checks before anything heavy loads. A missing or empty root is a
+    UserError naming it."""
+    expected = f"expected a folder of class folders, {root}/<class>/<image files>"
     if not root.exists():
-        raise UserError(f"dataset root {root} does not exist")
+        raise UserError(f"dataset root {root} does not exist; {expected}")
     if not root.is_dir():
-        raise UserError(f"dataset root {root} is not a folder")
+        raise UserError(f"dataset root {root} is not a folder; {expected}")
     classes = sorted(
         entry.name for entry in root.iterdir() if entry.is_dir() and not _hidden(entry.name)
     )
     if not classes:
-        raise UserError(f"no class folders in {root}; expected {root}/<class>/<image files>")
-    files = []
-    for label in classes:
-        for found in images_under(root / label):
-            path = found.resolve()
-            stat = path.stat()
-            relpath = found.relative_to(root).as_posix()
-            files.append(
-                ImageFile(path, relpath, label, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
-            )
-    if not files:
+        raise UserError(f"no class folders in {root}; {expected}")
+    found = [
+        path.relative_to(root).as_posix()
+        for label in classes
+        for path in images_under(root / label)
+    ]
+    if not found:
         raise UserError(f"no image files in the class folders of {root}")
-    return classes, files
+    return classes, found
 
 
 def images_under(folder: Path) -> list[Path]:
@@ -69,9 +83,9 @@ def images_under(folder: Path) -> list[Path]:
     return found
 
 
-def check_classes(classes: list[str], files: list[ImageFile], root: Path) -> None:
-    """A classifier needs two classes or more, each with at least one image."""
-    present = {f.label for f in files}
+def check_classes(classes: list[str], present: set[str], root: Path) -> None:
+    """A classifier needs two classes or more, each with at least one image (`present`:
+    the classes that have one)."""
     empty = [c for c in classes if c not in present]
     if empty:
         raise UserError(f"class folder(s) without images in {root}: {', '.join(empty)}")

@@ -90,8 +90,10 @@ def prepare_dataset(
     usable = [
         replace(f, digest=checks[f.relpath].digest) for f in files if not checks[f.relpath].error
     ]
-    check_classes(classes, usable, root)
-    test_files = read_test_list(split.test_list, usable) if split.test_list else None
+    check_classes(classes, {f.label for f in usable}, root)
+    test_files = (
+        read_test_list(split.test_list, {f.relpath for f in usable}) if split.test_list else None
+    )
     usable = limit_per_class(usable, max_images_per_class, seed)
     threshold = split.duplicate_threshold
     if threshold < 0:

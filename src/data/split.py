@@ -1,26 +1,41 @@
 """Splitting a dataset into train, validation and test, per class (stratified).
 
-The split is a pure function of the file list, the options and the seed. With
-`by="subdir"` every sub-folder inside a class folder is one unit (all its images go to the
-same side), which keeps e.g. several photos of one object from straddling train and test;
-`together` does the same for given groups of files (near-duplicates found by their hashes).
-The validation part is carved from the training part; model selection only ever sees it.
+The split is a pure function of the file list, the options and the seed. It divides units,
+which go to one side whole: single files (`by="filename"`), or the sub-folders of a class
+folder (`by="subdir"`, files directly in the class folder staying units of their own), which
+keeps e.g. several photos of one object from straddling train and test; `together` merges
+the units that hold files of one group (near-duplicates found by their hashes). The
+validation part is carved from the training part; model selection only ever sees it.
 
-Stable: each unit has a key, a hash of the seed and its relative path, and within its
-class the units are ranked by key: the first ones (up to the test share of the class's
-images) are test, the next ones validation, the rest train. A file's key does not depend
-on any other file, so adding or removing one image shifts each rank by at most one: at
-most one other file crosses each boundary, to the neighbouring side (test and validation,
-or validation and train, never test and train), and the shares stay the configured ones
-to within one image (one unit). A seeded shuffle, as before, reshuffled everything.
+Stable: each unit has a key, a hash of the seed and a name that adding or removing other
+files cannot change: a file's path, a sub-folder's own path (`class/sub-folder/`, whatever
+it holds), and for a merged group the name of its part (file or sub-folder) with the lowest
+key. A group is the one kind whose name follows its members: it changes only when the group
+gains a part of lower key, loses its lowest-keyed part or merges with another group (and
+then takes the lower key of the two).
+
+Within its class the units are ranked by key and the sides are two cuts in that ranking:
+test takes units from the front until it holds its share of the class's images, validation
+the next ones until the two hold theirs, train the rest. The cuts are counted in images
+from the front of the one ranking, and each target depends on the class's image count
+alone. So whatever is added or removed, the units whose key is unchanged keep their order
+and none overtakes another: only the cuts move. One image added or removed (one that
+changes no group's key) moves each cut by at most one unit: at most one other unit crosses
+each boundary, to the neighbouring side, never between test and train. The shares stay the
+configured ones to within one unit. tests/data/test_split_stability.py tries to break all
+this; before, a seeded shuffle reshuffled everything, and later a sub-folder or group
+ranked by its first file's path was re-ranked by any file added that sorted first.
 """
 
 import csv
 import hashlib
+import io
 import logging
 from collections import defaultdict
+from collections.abc import Collection
 from pathlib import Path
 
+from src.data.duplicates import components
 from src.data.folders import ImageFile
 from src.errors import UserError
 
@@ -76,16 +91,17 @@ def split_files(
     for label, members in _by_label(files).items():
         if test_list is not None:
             test = [f for f in members if f.relpath in test_list]  # may be none for a class
-            rest = [f for f in members if f.relpath not in test_list]
-            _need(label, members, _groups(rest, by, together), 2, "outside the test list", by)
-            val, train = _take(_groups(rest, by, together), val_ratio, seed)
+            rest = _units([f for f in members if f.relpath not in test_list], by, together, seed)
+            _need(label, members, rest, 2, "outside the test list", by)
+            val, train = _cut(rest, [max(1, round(_images(rest) * val_ratio))])
+            sides = {"train": train, "val": val, "test": [test]}
         else:
-            groups = _groups(members, by, together)
-            _need(label, members, groups, 3, "", by)
-            test, trainval = _take(groups, 1 - train_ratio, seed, keep=2)
-            val, train = _take(_groups(trainval, by, together), val_ratio, seed)
-        for split, chosen in (("train", train), ("val", val), ("test", test)):
-            assignment.update((f.relpath, split) for f in chosen)
+            units = _units(members, by, together, seed)
+            _need(label, members, units, 3, "", by)
+            test, val, train = _cut(units, _targets(len(members), train_ratio, val_ratio))
+            sides = {"train": train, "val": val, "test": test}
+        for split, chosen in sides.items():
+            assignment.update((f.relpath, split) for unit in chosen for f in unit)
     return assignment
 
 
@@ -99,35 +115,24 @@ def whole_test_list(
     """The test list with what must go with each listed file: the rest of its sub-folder
     (by="subdir") and of its `together` group, in any class. With conflicts="refuse" an
     unlisted such file is one UserError naming it and the listed file it goes with."""
-    known = {f.relpath for f in files}
-    parent = {r: r for r in known}
+    known = sorted(f.relpath for f in files)
+    index = {r: k for k, r in enumerate(known)}
+    units = defaultdict(list)
+    for r in known:
+        units[_unit_name(r, by)].append(r)
+    pairs = []
+    for group in [*units.values(), *(together or [])]:
+        members = [index[r] for r in group if r in index]
+        pairs += [(members[0], other) for other in members[1:]]  # none for an empty group
+    component = components(len(known), pairs)
 
-    def root(r: str) -> str:
-        while parent[r] != r:
-            parent[r] = parent[parent[r]]
-            r = parent[r]
-        return r
+    def root(r: str) -> int:
+        return component[index[r]]
 
-    def link(members: list[str]) -> None:
-        for other in members[1:]:
-            a, b = root(members[0]), root(other)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
-
-    if by == "subdir":
-        folders = defaultdict(list)
-        for f in files:
-            parts = f.relpath.split("/")
-            if len(parts) > 2:
-                folders[(parts[0], parts[1])].append(f.relpath)
-        for members in folders.values():
-            link(sorted(members))
-    for group in together or []:
-        link(sorted(r for r in group if r in known))
     listed_root = defaultdict(list)
-    for r in sorted(listed & known):
+    for r in sorted(listed & set(known)):
         listed_root[root(r)].append(r)
-    extra = sorted(r for r in known - listed if root(r) in listed_root)
+    extra = [r for r in known if r not in listed and root(r) in listed_root]
     if extra and conflicts == "refuse":
         named = [f"{r} (with {listed_root[root(r)][0]})" for r in extra[:3]]
         more = f" and {len(extra) - 3} more" if len(extra) > 3 else ""
@@ -148,27 +153,43 @@ def whole_test_list(
     return listed | set(extra)
 
 
-def read_test_list(path: str | Path, files: list[ImageFile]) -> set[str]:
-    """A TSV of `class<TAB>relative/path` naming the test images (path relative to the
-    class folder, or to the dataset root). Every entry must name a file of the dataset."""
+def read_test_list(path: str | Path, known: Collection[str]) -> set[str]:
+    """The relpaths (among `known`) a TSV of `class<TAB>relative/path` names as test images
+    (path relative to the class folder, or to the dataset root). Every entry must name a
+    file of the dataset."""
+    chosen = set()
+    for number, label, relpath in parse_test_list(path):
+        candidates = [f"{label}/{relpath}", relpath]
+        match = next((c for c in candidates if c in known), None)
+        if match is None:
+            raise UserError(f"{path}, line {number}: no image {label}/{relpath} in the dataset")
+        chosen.add(match)
+    return chosen
+
+
+def parse_test_list(path: str | Path) -> list[tuple[int, str, str]]:
+    """A test list's entries, (line number, class, path), comments and blank lines left out;
+    a missing file, text that is not UTF-8 or a line that is not two fields is a UserError."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"dataset.split.test_list: {path} does not exist")
-    known = {f.relpath for f in files}
-    chosen = set()
-    with path.open(newline="", encoding="utf-8") as handle:
-        for number, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
-            if not row or row[0].startswith("#"):
-                continue
-            if len(row) != 2:
-                raise UserError(f"{path}, line {number}: expected 'class<TAB>path', got {row}")
-            label, relpath = row[0].strip(), row[1].strip().replace("\\", "/")
-            candidates = [f"{label}/{relpath}", relpath]
-            match = next((c for c in candidates if c in known), None)
-            if match is None:
-                raise UserError(f"{path}, line {number}: no image {label}/{relpath} in the dataset")
-            chosen.add(match)
-    return chosen
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark, as some editors write, is dropped
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise UserError(
+            f"dataset.split.test_list={path}: line {line} is not UTF-8 text (byte "
+            f"0x{data[error.start]:02x}); expected a UTF-8 TSV of class<TAB>path lines"
+        ) from None
+    entries = []
+    for number, row in enumerate(csv.reader(io.StringIO(text, newline=""), delimiter="\t"), 1):
+        if not row or row[0].startswith("#"):
+            continue
+        if len(row) != 2:
+            raise UserError(f"{path}, line {number}: expected 'class<TAB>path', got {row}")
+        entries.append((number, row[0].strip(), row[1].strip().replace("\\", "/")))
+    return entries
 
 
 def write_split_csv(path: Path, assignment: dict[str, str], labels: dict[str, str]) -> None:
@@ -186,62 +207,69 @@ def _by_label(files: list[ImageFile]) -> dict[str, list[ImageFile]]:
     return dict(sorted(grouped.items()))
 
 
-def _groups(
-    members: list[ImageFile], by: str, together: list[list[str]] | None = None
+def _units(
+    members: list[ImageFile], by: str, together: list[list[str]] | None, seed: int
 ) -> list[list[ImageFile]]:
-    """Units that go to one side whole: single files, or sub-folders of the class folder;
-    units holding members of one `together` group are merged into one."""
-    if by == "filename":
-        units = [[f] for f in members]
-    else:
-        grouped = defaultdict(list)
-        for f in members:
-            parts = f.relpath.split("/")  # <class>/<subdir>/.../<file>, or <class>/<file>
-            grouped[parts[1] if len(parts) > 2 else f.relpath].append(f)
-        units = [grouped[key] for key in sorted(grouped)]
-    return _merge(units, together) if together else units
-
-
-def _merge(units: list[list[ImageFile]], together: list[list[str]]) -> list[list[ImageFile]]:
-    """Merge the units that share a group; the merged unit sits where its first part was."""
-    unit_of = {f.relpath: k for k, unit in enumerate(units) for f in unit}
-    target = list(range(len(units)))  # each unit's representative: the first unit it joins
-
-    def find(k: int) -> int:
-        while target[k] != k:
-            k = target[k]
-        return k
-
+    """A class's units, ranked by key: single files, or sub-folders of the class folder
+    (by="subdir"), named by their paths; units holding files of one `together` group are
+    merged, the merged unit named (and ranked) by its lowest-keyed part."""
+    named = defaultdict(list)
+    for f in members:
+        named[_unit_name(f.relpath, by)].append(f)
+    names = sorted(named, key=lambda name: stable_key(seed, name))
+    if not together:
+        return [named[name] for name in names]
+    unit_of = {f.relpath: k for k, name in enumerate(names) for f in named[name]}
+    pairs = []
     for group in together:
-        linked = sorted({find(unit_of[r]) for r in group if r in unit_of})
-        for k in linked[1:]:
-            target[k] = linked[0]
-    merged = defaultdict(list)
-    for k, unit in enumerate(units):
-        merged[find(k)] += unit
-    return [merged[k] for k in sorted(merged)]
+        parts = [unit_of[r] for r in group if r in unit_of]  # this class's part of it
+        pairs += [(parts[0], other) for other in parts[1:]]
+    merged = defaultdict(list)  # filled in rank order: the lowest-keyed part comes first
+    for name, component in zip(names, components(len(names), pairs), strict=True):
+        merged[component] += named[name]
+    return list(merged.values())
 
 
-def stable_key(seed: int, relpath: str) -> str:
+def _unit_name(relpath: str, by: str) -> str:
+    """The name of the unit a file belongs to: its path, or with by="subdir" that of its
+    sub-folder in the class folder, `class/sub-folder/` (the slash: no file's path)."""
+    parts = relpath.split("/")  # <class>/<subdir>/.../<file>, or <class>/<file>
+    return f"{parts[0]}/{parts[1]}/" if by == "subdir" and len(parts) > 2 else relpath
+
+
+def stable_key(seed: int, name: str) -> str:
     """A unit's place in its class's ranking: the same for a seed whatever else is there."""
-    return hashlib.sha256(f"{seed}\0{relpath}".encode()).hexdigest()
+    return hashlib.sha256(f"{seed}\0{name}".encode()).hexdigest()
 
 
-def _take(groups: list[list[ImageFile]], ratio: float, seed: int, keep: int = 1) -> tuple:
-    """Rank the groups by their stable key (that of their first file) and take whole groups
-    until `ratio` of the images is reached (at least one, and at least `keep` left over)."""
-    order = sorted(groups, key=lambda g: stable_key(seed, min(f.relpath for f in g)))
-    total = sum(len(g) for g in groups)
-    target = max(1, round(total * ratio))
-    taken, rest, count = [], [], 0
-    for position, group in enumerate(order):
-        left_after = len(order) - position - 1
-        if (count < target or not taken) and left_after >= keep:
-            taken += group
-            count += len(group)
-        else:
-            rest += group
-    return taken, rest
+def _targets(total: int, train_ratio: float, val_ratio: float) -> list[int]:
+    """Where the cuts fall, in images counted from the front of a class's ranking: test's
+    share, then that plus validation's share of the rest. They depend on `total` alone and
+    rise by at most one per image, so one image more or less moves each cut one unit at most."""
+    test = max(1, round(total * (1 - train_ratio)))
+    return [test, test + max(1, round((total - test) * val_ratio))]
+
+
+def _cut(units: list[list[ImageFile]], targets: list[int]) -> list[list[list[ImageFile]]]:
+    """The ranked units in len(targets) + 1 runs: run k ends with the unit at which the
+    images counted from the front reach targets[k]. Each run gets a unit at least, and
+    leaves one at least for each run after it."""
+    runs = [[] for _ in range(len(targets) + 1)]
+    k = count = 0
+    for position, unit in enumerate(units):
+        later = len(targets) - k  # the runs still to fill after this one
+        while (
+            k < len(targets) and runs[k] and (count >= targets[k] or len(units) - position <= later)
+        ):
+            k += 1
+            later -= 1
+        runs[k].append(unit)
+        count += len(unit)
+    return runs
+
+
+def _images(units: list[list[ImageFile]]) -> int:
+    return sum(len(unit) for unit in units)
 
 
 def _need(label, members, groups, minimum, where, by) -> None:
