@@ -113,7 +113,7 @@ def pipeline(spec: RunSpec, device: torch.device, ranks: Ranks = distributed.SIN
     check_model(spec.model.arch, spec.image.size)  # before any heavy work
     # A resume is checked in full before its run is reopened: a refusal changes nothing.
     data = prepare(spec, root, workers) if spec.resume else None
-    resume = resume_state(spec, uri, data) if spec.resume else None
+    resume = resume_state(spec, uri, data, precision) if spec.resume else None
     link = trial_link(spec.trial)
     run_id = None
     try:

@@ -8,11 +8,13 @@ Keys: `moves` (required: `path,new_label` rows, as the results page exports them
 format, its checks and the undo file: src/data/relabel.py.
 """
 
+import sys
 from pathlib import Path
 
 from src.command_line import REQUIRED, parse_arguments, run_command
 from src.data.quarantine import SET_ASIDE, quarantine_folder
-from src.data.relabel import apply_moves, read_moves, write_undo
+from src.data.relabel import apply_moves, read_moves, undo_command, undo_file
+from src.errors import UserError
 
 DEFAULTS = {"moves": REQUIRED, "root": REQUIRED, "apply": False}
 
@@ -34,12 +36,18 @@ def relabel(argv: list[str]) -> int:
     if not options["apply"]:
         print("dry run, nothing moved; add apply=true to move the files")
         return 0
-    apply_moves(root, moves)
-    undo = write_undo(moves_file, moves)
-    print(
-        f"moved {len(moves)} file(s); to undo: python -m src.relabel moves={undo} "
-        f"root={root} apply=true"
-    )
+    undo = undo_file(moves_file)
+    try:
+        apply_moves(root, moves, undo)
+    except UserError as error:
+        if not undo.exists():  # written from the first move on
+            raise
+        raise UserError(f"{error}; to undo those: {undo_command(undo, root)}") from None
+    except KeyboardInterrupt:
+        if undo.exists():
+            print(f"to undo the moves made: {undo_command(undo, root)}", file=sys.stderr)
+        raise
+    print(f"moved {len(moves)} file(s); to undo: {undo_command(undo, root)}")
     return 0
 
 

@@ -1,13 +1,16 @@
 """Continuing an interrupted refinement: `python -m src.run resume=<run id>`.
 
 The run's own command line comes back first (src/resume_command.py). The run is reopened
-only once its params show it was made by the same command on the same data, and its
-checkpoint is there; a refusal changes nothing. Optimiser settings cannot change under a
-resumed optimiser's state, so a different one is refused; more epochs extend the run, and
-the schedule is stretched from the epoch it resumes at (recorded as a tag). After Ctrl-C or
-a tracking outage, `interrupted_message` / `what_is_kept` give the command that goes on.
+only once its config and data show the resumed training would be the one it started, and
+its checkpoint is there; a refusal changes nothing. What may differ is one list,
+`MAY_CHANGE`: more epochs extend the run (the schedule is stretched from the epoch it
+resumes at, recorded as a tag), and where and how the run is recorded, stored and fed. Any
+other setting would change the result, so a difference in it is refused in one line.
+After Ctrl-C or a tracking outage, `interrupted_message` / `what_is_kept` say what the
+checkpoint holds and give the command that goes on.
 """
 
+import fnmatch
 import logging
 import os
 import shlex
@@ -20,48 +23,49 @@ from src.errors import UserError
 from src.modes import mode_of
 from src.run_spec import RunSpec
 from src.tracking import mlflow_run
+from src.tracking.mlflow_run import flatten
 
 log = logging.getLogger("imgsweep")
 # as the user's shell set it: MLflow's set_tracking_uri later sets the variable itself
 SHELL_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 
 
-def resume_state(spec: RunSpec, uri: str, data: PreparedData) -> dict:
-    """The checkpoint to continue from, after checking the run matches this command."""
+# The config keys a resume may change (`*`: a whole group). Every other key of the run's
+# config decides what the training does, so it is compared and any difference refused.
+MAY_CHANGE = (
+    "classifier.epochs",  # more epochs extend the run; the schedule is stretched from there
+    "num_workers",  # decoding processes: each image's augmentation is seeded by its own key
+    "tracking.*",  # where and how the run is recorded
+    "paths.*",  # where data, caches and checkpoints are kept
+    "dataset.root",  # where the images are: data.fingerprint compares the images themselves
+    "trial.*",  # the sweep trial the run was, if it was one
+    "resume",  # the run id itself (null when the run started)
+)
+
+
+def resume_state(spec: RunSpec, uri: str, data: PreparedData, precision: str) -> dict:
+    """The checkpoint to continue from, after checking that this command (its config, with
+    `precision` resolved as the run logged it) would train as the run did."""
     run_id, settings, mode = spec.resume, spec.mode.refinement, mode_of(spec.mode.name)
     run = mlflow_run.find_run(uri, run_id)
     params, tags = run.data.params, run.data.tags
     if not mode.refines:
         raise UserError(f"resume= continues a refinement; classifier={spec.mode.name} has none")
-    logged = spec.tracking.config["classifier"]  # as the run's params hold them
-    expected = {
-        "classifier.name": spec.mode.name,
-        "model.name": spec.model.name,
-        "resolution.size": str(spec.image.size),
-        "seed": str(spec.compute.seed),
-        "data.classes": ",".join(data.classes),
-        "data.fingerprint": data.fingerprint,
-    }
-    differences = [
-        f"{k}: the run has {params.get(k)!r}, this command {v!r}"
-        for k, v in expected.items()
-        if params.get(k) != v
-    ]
-    if differences:
-        raise UserError(f"resume={run_id} refused, the run differs: " + "; ".join(differences))
-    changed = [
-        f"classifier.{k}: the run has {params.get(f'classifier.{k}')}, this command {v}"
-        for k, v in ((k, _param(logged[k])) for k in mode.resume_checks)
-        if params.get(f"classifier.{k}") not in (None, v)
-    ]
-    if changed:
-        raise UserError(
-            f"resume={run_id} refused: a resumed run keeps its optimiser's state, so "
-            f"{'; '.join(changed)} cannot apply (start a new run to change it)"
-        )
     checkpoint = Path(tags.get("checkpoint", ""))
     if not checkpoint.is_file():
         raise UserError(f"resume={run_id}: its checkpoint {checkpoint} is not there")
+    config = {**spec.tracking.config, "precision": precision}  # as src/pipeline.py logs it
+    now = {
+        **{key: _param(value) for key, value in flatten(config).items()},
+        "data.classes": ",".join(data.classes),
+        "data.fingerprint": data.fingerprint,
+    }
+    if differences := config_differences(params, now):
+        raise UserError(
+            f"resume={run_id} refused, the run differs: {'; '.join(differences)} (a resume "
+            f"may change only {', '.join(k for k in MAY_CHANGE if k != 'resume')}: start a "
+            "new run for the rest)"
+        )
     state = load_checkpoint(checkpoint)
     log.info(f"resuming run {run_id} after epoch {state['epoch']}")
     epochs = params.get("classifier.epochs")
@@ -71,6 +75,21 @@ def resume_state(spec: RunSpec, uri: str, data: PreparedData) -> dict:
             f"{state['epoch'] + 1}: the schedule is stretched from there"
         )
     return {**state, "path": str(checkpoint), "epochs_before": epochs}
+
+
+def config_differences(params: dict[str, str], now: dict[str, str]) -> list[str]:
+    """Each value of `now` (params as this command would log them) outside MAY_CHANGE that
+    the run's `params` do not hold, as `key: the run has ..., this command ...`."""
+    return [
+        f"{key}: the run has {repr(params[key]) if key in params else 'no such setting'}, "
+        f"this command {value!r}"
+        for key, value in now.items()
+        if not may_change(key) and params.get(key) != value
+    ]
+
+
+def may_change(key: str) -> bool:
+    return any(fnmatch.fnmatchcase(key, pattern) for pattern in MAY_CHANGE)
 
 
 def _param(value) -> str:
@@ -95,7 +114,8 @@ def what_is_kept(spec: RunSpec, run_id: str, ranks: Ranks) -> str:
 
 
 def interrupted_message(spec: RunSpec, run_id: str) -> str:
-    """The one line Ctrl-C prints: how far the run got, and the command that goes on."""
+    """The one line Ctrl-C prints: the last epoch its checkpoint keeps (an epoch's line is
+    shown only once it is kept: src/classifiers/dnn.py), and the command that goes on."""
     checkpoint = checkpoint_path(spec.checkpoint_dir, run_id)
     if spec.mode.refinement is None:
         return (
@@ -103,8 +123,8 @@ def interrupted_message(spec: RunSpec, run_id: str) -> str:
         )
     if not checkpoint.is_file():
         return (
-            f"interrupted before the first epoch finished; run {run_id} is marked KILLED: "
-            "run the same command again"
+            f"interrupted before any epoch was kept; run {run_id} is marked KILLED: run the "
+            "same command again"
         )
     epoch = load_checkpoint(checkpoint)["epoch"]
     command = resume_command(run_id, Ranks(), spec.tracking.where)

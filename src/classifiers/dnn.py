@@ -136,6 +136,8 @@ def train_network(
             save_checkpoint(
                 hooks.checkpoint, checkpoint_state(training, epoch, history, best_state)
             )
+        # shown once kept: Ctrl-C after this line finds the epoch in the checkpoint
+        log.info(epoch_line(epoch, metrics))
         stopped_by = stop_reason(hooks, history, settings.patience)
         if stopped_by:
             log.info(f"stopped after epoch {epoch} ({stopped_by})")
@@ -258,13 +260,16 @@ def run_epoch(training: Training, epoch: int) -> dict[str, float]:
         "time/epoch_seconds": seconds,
         "time/train_images_per_second": seen / training_seconds,
     }
-    log.info(
+    return metrics
+
+
+def epoch_line(epoch: int, metrics: dict[str, float]) -> str:
+    return (
         f"epoch {epoch}: train loss {metrics['train/loss']:.3f}, accuracy "
         f"{metrics['train/accuracy']:.3f} | val accuracy {metrics['val/accuracy']:.3f}, "
-        f"class-avg {metrics[MONITOR]:.3f} | {seconds:.1f} s, "
+        f"class-avg {metrics[MONITOR]:.3f} | {metrics['time/epoch_seconds']:.1f} s, "
         f"{metrics['time/train_images_per_second']:.0f} img/s"
     )
-    return metrics
 
 
 def train_one_epoch(training: Training, epoch: int) -> tuple[float, int, int]:

@@ -7,8 +7,10 @@ moves to the dataset's quarantine folder (`<root>-quarantine/`, the one dedup us
 relative path), out of every run; in a path, `-/<class>/...` names an image in there.
 Every row is checked before anything moves: an unknown path or label, a path listed twice,
 or a move onto an existing file refuses the whole CSV. `apply=true` moves the files
-(keeping any sub-folder below the class folder) and writes `<moves>.undo.csv`, which moves
-them back the same way, out of the quarantine too. Nothing is ever deleted.
+(keeping any sub-folder below the class folder) and records each move in
+`<moves>.undo.csv` before the next, so the undo file always lists exactly the moves made,
+even when one fails or Ctrl-C stops them midway; it moves them back the same way, out of
+the quarantine too. Nothing is ever deleted.
 """
 
 import csv
@@ -16,6 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from src.atomic import written_atomically
 from src.data.folders import find_images
 from src.data.quarantine import (
     SET_ASIDE,
@@ -81,16 +84,29 @@ def read_moves(moves: Path, root: Path) -> tuple[list[Move], list[str]]:
     return planned, unchanged
 
 
-def apply_moves(root: Path, moves: list[Move]) -> None:
+def apply_moves(root: Path, moves: list[Move], undo: Path | None = None) -> None:
+    """Make the moves in order. With `undo` (a free name: `undo_file`), each move made is
+    recorded there before the next starts. A move that cannot be made stops them, as a
+    UserError saying how many were made."""
     root = Path(root).expanduser().resolve()
-    set_aside, brought_back = [], []
+    set_aside, brought_back, made = [], [], []
     try:
         for move in moves:
             target = location(root, move.target)
-            if target.exists():  # appeared since the check: still never overwrite
-                raise UserError(f"{target} appeared meanwhile; stopped before moving it")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(location(root, move.source), target)
+            try:
+                if target.exists():  # appeared since the check: still never overwrite
+                    raise UserError(f"{target} appeared meanwhile; nothing is overwritten")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(location(root, move.source), target)
+            except (OSError, UserError) as error:
+                problem = error if isinstance(error, UserError) else error.strerror or error
+                raise UserError(
+                    f"cannot move {move.source} to {move.target} ({problem}); stopped after "
+                    f"{len(made)} of {len(moves)} move(s)"
+                ) from None
+            made.append(move)
+            if undo is not None:  # before the next move: the undo file matches the folders
+                write_undo(undo, made)
             for relpath, found in ((move.target, set_aside), (move.source, brought_back)):
                 if relpath.startswith(f"{SET_ASIDE}/"):
                     found.append(relpath[len(SET_ASIDE) + 1 :])
@@ -108,19 +124,27 @@ def location(root: Path, relpath: str) -> Path:
     return Path(root) / relpath
 
 
-def write_undo(moves_file: Path, moves: list[Move]) -> Path:
-    """A CSV that moves the files back, next to the moves file (never replacing one)."""
+def undo_file(moves_file: Path) -> Path:
+    """Where the undo of a moves file goes: beside it, never replacing an earlier undo."""
     moves_file = Path(moves_file).expanduser()
     path = moves_file.with_name(f"{moves_file.stem}.undo.csv")
     number = 2
     while path.exists():
         path = moves_file.with_name(f"{moves_file.stem}.undo-{number}.csv")
         number += 1
-    with path.open("w", newline="", encoding="utf-8") as handle:
+    return path
+
+
+def write_undo(path: Path, made: list[Move]) -> None:
+    """A CSV that moves the files of `made` back (written whole or not at all)."""
+    with written_atomically(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "new_label"])
-        writer.writerows([m.target, m.source.split("/", 1)[0]] for m in moves)
-    return path
+        writer.writerows([m.target, m.source.split("/", 1)[0]] for m in made)
+
+
+def undo_command(undo: Path, root: Path) -> str:
+    return f"python -m src.relabel moves={undo} root={root} apply=true"
 
 
 def _target(relpath: str, label: str) -> str:

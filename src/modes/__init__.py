@@ -6,9 +6,10 @@
 
 Each row says whether the mode refines the network first (then it has checkpoints, resume,
 `lr=auto` and torchrun), how it fits (its module's `fit`), whether its features depend on
-the fixed backbone alone (then they are cached across runs), and which settings a resume
-must find unchanged. A new mode is a row here and its own module (plus its
-conf/classifier/NAME.yaml); a setting of its own is a field of `ModeSettings`.
+the fixed backbone alone (then they are cached across runs). What a resume checks is the
+same for every refining mode: its whole config, but for src/resume.py's `MAY_CHANGE`. A new
+mode is a row here and its own module (plus its conf/classifier/NAME.yaml); a setting of
+its own is a field of `ModeSettings`.
 """
 
 from collections.abc import Callable
@@ -18,9 +19,6 @@ from src.classifiers.dnn import Refinement
 from src.errors import UserError
 from src.modes import dnn, svm, svm_dnn_refined
 from src.modes.job import Fitted, Job, Network
-
-# what a resumed optimiser's state already holds; `epochs` may change (it extends the run)
-OPTIMISER_SETTINGS = ("lr", "momentum", "weight_decay", "schedule", "milestones", "batch_size")
 
 
 @dataclass(frozen=True)
@@ -40,18 +38,12 @@ class Mode:
     refines: bool  # trains the network before it fits
     fit: Callable[[Job, Network, ModeSettings], Fitted]
     cached_features: bool  # its features depend on the fixed backbone alone
-    resume_checks: tuple[str, ...] = ()  # classifier settings a resume must find unchanged
 
 
 MODES = {
     "svm": Mode(refines=False, fit=svm.fit, cached_features=True),
-    "dnn": Mode(refines=True, fit=dnn.fit, cached_features=False, resume_checks=OPTIMISER_SETTINGS),
-    "svm_dnn_refined": Mode(
-        refines=True,
-        fit=svm_dnn_refined.fit,
-        cached_features=False,
-        resume_checks=OPTIMISER_SETTINGS,
-    ),
+    "dnn": Mode(refines=True, fit=dnn.fit, cached_features=False),
+    "svm_dnn_refined": Mode(refines=True, fit=svm_dnn_refined.fit, cached_features=False),
 }
 
 

@@ -16,6 +16,7 @@ from src.errors import UserError
 from src.modes.job import Job
 
 log = logging.getLogger(__name__)
+SUGGESTED = "lr_find.suggested"  # the run's param: the rate its refinement used
 
 
 def range_test_settings(lr_find: dict | None) -> RangeTest:
@@ -37,14 +38,13 @@ def log_range_test(found: LrFound) -> None:
     """lr_find.png and the suggestion, in the active MLflow run."""
     with tempfile.TemporaryDirectory() as tmp:
         mlflow.log_artifact(str(lr_find_figure(found, Path(tmp) / "lr_find.png")))
-    mlflow.log_params(
-        {"lr_find.suggested": f"{found.suggested:.4g}", "lr_find.steps_run": len(found.lrs)}
-    )
+    mlflow.log_params({SUGGESTED: f"{found.suggested:.4g}", "lr_find.steps_run": len(found.lrs)})
 
 
 def resolve_lr(job: Job, featurizer, settings: Refinement, dropout, feature_size, lr_find):
     """`settings` with lr=auto replaced by the range test's suggestion (logged); other
-    values of lr pass through unchanged."""
+    values of lr pass through unchanged. A resumed run goes on at the rate its own test
+    chose: a second test would cost its steps and could suggest another rate."""
     if settings.lr != "auto":
         try:
             return dataclasses.replace(settings, lr=float(settings.lr))
@@ -55,6 +55,9 @@ def resolve_lr(job: Job, featurizer, settings: Refinement, dropout, feature_size
             "classifier.lr=auto runs in one process: run python -m src.lr_find first, then "
             "torchrun with classifier.lr=<its suggestion>"
         )
+    if (chosen := chosen_before()) is not None:
+        log.info(f"lr range test: not run again; lr {chosen}, as this run's test suggested")
+        return dataclasses.replace(settings, lr=float(chosen))
     found = run_range_test(
         job, featurizer, settings, dropout, feature_size, range_test_settings(lr_find)
     )
@@ -63,3 +66,10 @@ def resolve_lr(job: Job, featurizer, settings: Refinement, dropout, feature_size
         f"lr range test: suggested lr {found.suggested:.3g} (lowest smoothed loss / {DIVISOR})"
     )
     return dataclasses.replace(settings, lr=float(f"{found.suggested:.4g}"))
+
+
+def chosen_before() -> str | None:
+    """The rate the active run's range test suggested, when it is a resumed run that ran one
+    (its params keep it)."""
+    run = mlflow.active_run()
+    return mlflow.get_run(run.info.run_id).data.params.get(SUGGESTED) if run else None

@@ -1,13 +1,19 @@
 """Relabelling from a CSV of `path,new_label`: checked in full before anything moves."""
 
+import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
+from unittest import mock
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from src.data.folders import find_images
 from src.data.quarantine import quarantine_folder
-from src.data.relabel import apply_moves, read_moves, write_undo
+from src.data.relabel import apply_moves, read_moves, undo_file
 from src.errors import UserError
 from src.relabel import relabel as relabel_main
 from tests.conftest import ROOT, write_dataset
@@ -44,13 +50,11 @@ def test_moves_are_checked_then_applied_and_undone(root, tmp_path):
         ("dotted/shop/a.jpg", "striped/shop/a.jpg"),  # the sub-folder comes along
     ]
     assert unchanged == ["striped/striped_000.jpg"]
-    apply_moves(root, moves)
+    undo = undo_file(moves_file)
+    apply_moves(root, moves, undo)
     assert (root / "striped" / "shop" / "a.jpg").exists()
     assert not (root / "dotted" / "dotted_001.jpg").exists()
-    undo = write_undo(moves_file, moves)
-    assert undo.name == "relabel.undo.csv" and write_undo(moves_file, moves).name == (
-        "relabel.undo-2.csv"
-    )
+    assert undo.name == "relabel.undo.csv" and undo_file(moves_file).name == "relabel.undo-2.csv"
     apply_moves(root, read_moves(undo, root)[0])
     assert every_file(root) == before
 
@@ -169,8 +173,8 @@ def test_bringing_back_an_image_set_aside_by_hand_leaves_what_dedup_set_aside(ro
     (folder / "quarantined.tsv").write_text(log)
     moves_file = csv_file(tmp_path, "striped/striped_002.jpg,-\n")
     moves = read_moves(moves_file, root)[0]
-    apply_moves(root, moves)
-    apply_moves(root, read_moves(write_undo(moves_file, moves), root)[0])
+    apply_moves(root, moves, undo := undo_file(moves_file))
+    apply_moves(root, read_moves(undo, root)[0])
     assert (root / "striped" / "striped_002.jpg").exists()
     assert contents(folder) == {
         "dotted/copy.jpg": b"a copy of dotted_000.jpg",
@@ -179,3 +183,67 @@ def test_bringing_back_an_image_set_aside_by_hand_leaves_what_dedup_set_aside(ro
     # a quarantined image named by its full path, put into another class
     moves = read_moves(csv_file(tmp_path, f"{folder}/dotted/copy.jpg,striped\n"), root)[0]
     assert [(m.source, m.target) for m in moves] == [("-/dotted/copy.jpg", "striped/copy.jpg")]
+
+
+def test_a_move_that_fails_midway_leaves_an_undo_of_exactly_the_moves_made(root, tmp_path):
+    """The second of three moves cannot be made (a file stands where its sub-folder goes):
+    the first stays made, recorded in the undo file, which brings it back."""
+    before = contents(root)
+    (root / "striped" / "shop").write_bytes(b"a file where the sub-folder would go")
+    moves_file = csv_file(
+        tmp_path,
+        "dotted/dotted_001.jpg,striped\ndotted/shop/a.jpg,striped\ndotted/dotted_002.jpg,striped\n",
+    )
+    with pytest.raises(UserError) as stopped:
+        relabel_main([f"moves={moves_file}", f"root={root}", "apply=true"])
+    undo = tmp_path / "relabel.undo.csv"
+    assert str(stopped.value).startswith(
+        "cannot move dotted/shop/a.jpg to striped/shop/a.jpg (File exists); stopped after 1 of "
+        f"3 move(s); to undo those: python -m src.relabel moves={undo} root={root} apply=true"
+    )
+    assert undo.read_text().splitlines() == ["path,new_label", "striped/dotted_001.jpg,dotted"]
+    assert (root / "dotted" / "dotted_002.jpg").exists()  # not reached
+    assert relabel_main([f"moves={undo}", f"root={root}", "apply=true"]) == 0
+    assert contents(root) == {**before, "striped/shop": b"a file where the sub-folder would go"}
+
+
+@settings(max_examples=15, deadline=None)
+@given(count=st.integers(1, 5), data=st.data())
+def test_wherever_the_moves_stop_the_undo_file_lists_the_moves_made(count, data):
+    """Stopped at any move (one that fails, or Ctrl-C as it starts): the undo file lists
+    exactly the moves before it, and undoing them leaves the folders as they were."""
+    stop = data.draw(st.integers(0, count - 1), label="stop")
+    interrupt = data.draw(st.booleans(), label="interrupt")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        root = write_dataset(tmp / "set", {"dotted": count, "striped": 1})
+        before = contents(root)
+        moves_file = csv_file(
+            tmp, "".join(f"dotted/dotted_{i:03d}.jpg,striped\n" for i in range(count))
+        )
+        moves = read_moves(moves_file, root)[0]
+        failing = moves[stop]
+        real_rename = os.rename
+
+        def rename(source, target):
+            if Path(target).resolve() == (root / failing.target).resolve():
+                if interrupt:
+                    raise KeyboardInterrupt
+                raise PermissionError(13, "Permission denied")
+            real_rename(source, target)
+
+        undo = undo_file(moves_file)
+        with (
+            mock.patch("src.data.relabel.os.rename", rename),
+            pytest.raises(KeyboardInterrupt if interrupt else UserError),
+        ):
+            apply_moves(root, moves, undo)
+        made = [m.target for m in moves[:stop]]
+        if not made:
+            assert not undo.exists()
+            assert contents(root) == before
+            return
+        rows = undo.read_text().splitlines()
+        assert rows == ["path,new_label", *(f"{target},dotted" for target in made)]
+        apply_moves(root, read_moves(undo, root)[0])
+        assert contents(root) == before
