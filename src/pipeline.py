@@ -16,12 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import optuna
 import torch
 from omegaconf import OmegaConf
 
 from src.classifiers import distributed
+from src.classifiers.calibration import decisions, probabilities
 from src.classifiers.callbacks import EPOCH_METRICS
 from src.classifiers.checkpoint import load_checkpoint
 from src.classifiers.distributed import Ranks
@@ -50,6 +50,7 @@ from src.tracking.parent_runs import find_or_create_parent
 from src.tracking.pyfunc_model import encode_jpeg, log_model
 from src.tracking.run_logging import (
     absent_class_lines,
+    log_calibration,
     log_data,
     log_evaluation,
     log_svm_selection,
@@ -269,12 +270,19 @@ def finish(spec: RunSpec, job: Job, data: PreparedData, fitted: Fitted, out: Pat
         job.image.preprocessing,
         spec.mode.dropout,
     )
-    served["precision"] = job.compute.precision  # trained in; the served model picks its own (auto)
+    # the precision every reported number was computed in: the served model computes in it too
+    served["precision"] = job.compute.precision
     first_test = job.files["test"][0].path.read_bytes()
     # The model before its metrics: MLflow links the metrics logged after it to the model,
     # each with its split's dataset (a run's own metrics keep no dataset)
     log_model(served, encode_jpeg(load_pixels(first_test, job.image.size, job.image.preprocessing)))
-    reports = {s: evaluate(job.labels[s], softmax(fitted.logits[s]), data.classes) for s in SPLITS}
+    log_calibration(fitted.calibration)
+    # the logged model's own decisions (argmax of its logits) and calibrated scores
+    scores = {s: probabilities(fitted.logits[s], fitted.calibration.temperature) for s in SPLITS}
+    reports = {
+        s: evaluate(job.labels[s], scores[s], data.classes, decisions(fitted.logits[s]))
+        for s in SPLITS
+    }
     log_evaluation(
         reports,
         data.classes,
@@ -286,16 +294,14 @@ def finish(spec: RunSpec, job: Job, data: PreparedData, fitted: Fitted, out: Pat
         out / "evaluation" / "results_test.html",
         job.files["test"],
         job.labels["test"],
-        softmax(fitted.logits["test"]),
+        scores["test"],
         data.classes,
         data.root,
         title=f"{spec.mode.name}, {spec.model.name}, {job.image.size} px: test results",
         maps=fitted.maps,
         preprocessing=job.image.preprocessing,
     )
-    log_test_predictions(
-        job.files["test"], job.labels["test"], softmax(fitted.logits["test"]), data.classes
-    )
+    log_test_predictions(job.files["test"], job.labels["test"], scores["test"], data.classes)
     mlflow.log_artifacts(str(out))
     return reports
 
@@ -413,14 +419,11 @@ def print_summary(spec: RunSpec, weights, reports, fitted, uri, experiment_id, r
         + (f"; SVM C = {fitted.svm.C:g}" if fitted.svm is not None else "")
         + (f"; best epoch {fitted.training.best_epoch}" if fitted.training else "")
     )
+    if why := fitted.calibration.fallback:
+        lines.append(f"  calibration: temperature 1 kept: {why}")
     lines += absent_class_lines(reports)
     if command := mlflow_run.ui_command(uri):
         lines.append(f"compare runs: {command}")
     lines.append(f"  runs table: {mlflow_run.runs_url(uri, experiment_id)}")
     lines.append(f"  this run:   {mlflow_run.runs_url(uri, experiment_id, run_id)}")
     print("\n".join(lines))
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)

@@ -25,7 +25,7 @@ def predict(argv: list[str]) -> None:
             "output": "predictions.csv",
             "batch_size": 32,
             "num_workers": "auto",  # image-decoding processes, as src.run's num_workers
-            "precision": None,  # fp32 | bf16 | auto; None: the model's own choice (auto)
+            "precision": None,  # fp32 | bf16 | auto; None: the run's own (its logged precision)
             "tracking_uri": None,
         },
     )

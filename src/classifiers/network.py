@@ -2,7 +2,11 @@
 
 Every classifier mode ends as this module (a linear SVM is a linear layer on L2-normalised
 features), so one code path evaluates, serves and exports them all. `spec` is what is
-needed to rebuild it without any training code or config: architecture, head, classes.
+needed to rebuild it without any training code or config: architecture, head, classes,
+the calibration temperature and the precision its reported metrics were computed in.
+
+`forward` gives the logits, whose argmax is the decision; `probabilities` applies the
+temperature after them (src/classifiers/calibration.py), so calibration changes no label.
 """
 
 import torch
@@ -18,12 +22,18 @@ class ImageClassifier(nn.Module):
         self.featurizer = featurizer  # Normalize → backbone trunk → pooled features
         self.head = head
         self.l2_normalize = l2_normalize
+        self.temperature = 1.0  # softmax(T * logits): the calibrated scores (set by a mode)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.featurizer(images)
         if self.l2_normalize:
             features = F.normalize(features.float(), dim=1)
         return self.head(features)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Calibrated scores of `logits` (this model's output), in float32 whatever the
+        precision the logits were computed in."""
+        return torch.softmax(logits.float() * self.temperature, dim=1)
 
 
 def make_head(kind: str, in_features: int, num_classes: int, dropout: float = 0.0) -> nn.Module:
@@ -43,6 +53,8 @@ def build_from_spec(spec: dict) -> ImageClassifier:
     )
     model = ImageClassifier(featurizer, head, spec["l2_normalize"])
     model.load_state_dict(spec["state_dict"])
+    # older specs built T into the last layer and record none: their T is 1 here
+    model.temperature = float(spec.get("temperature", 1.0))
     return model.eval()
 
 
@@ -63,5 +75,6 @@ def make_spec(
         "classes": list(classes),
         "size": size,
         "preprocessing": preprocessing,
+        "temperature": float(model.temperature),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }

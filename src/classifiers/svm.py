@@ -4,12 +4,11 @@ C is chosen by class-averaged accuracy on the validation split only; the final S
 refit on train + validation with that C. The trained SVM is a linear map, so it becomes a
 linear layer on top of the (L2-normalised) features: one torch module, pixels to scores.
 
-Its margins become probabilities through one temperature T (softmax(T * margins): no
-decision changes). T is fitted for the model that is served, the refit: on out-of-fold
-margins of its own data (train + validation in folds, each margin from an SVM with the same
-C that did not see that image), which is how the refit's margins look on new images. The
-fit has no cap on T; it uses Platt's smoothed targets instead, so on data the folds
-separate perfectly T stays finite, at the confidence (n + 1) / (n + 2) the evidence allows.
+Its margins become probabilities through one temperature T (softmax(T * margins), applied
+after the layer, so no decision changes: src/classifiers/calibration.py). T is fitted for
+the model that is served, the refit: on out-of-fold margins of its own data (train +
+validation in folds, each margin from an SVM with the same C that did not see that image),
+which is how the refit's margins look on new images.
 """
 
 import warnings
@@ -18,12 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.svm import LinearSVC
 from torch import nn
 
-from src.classifiers.calibration import fit_temperature
+from src.classifiers.calibration import Calibration, fit_temperature
 from src.classifiers.selection import class_avg_accuracy
+from src.precision import autocast
 
 MAX_ITER = 5000  # liblinear iterations; features are L2-normalised, so this is plenty
 CALIBRATION_FOLDS = 5  # out-of-fold margins for the temperature: each SVM sees 80 % of the
@@ -35,8 +35,12 @@ class SvmFit:
     head: nn.Linear  # the refit SVM as a layer on the (normalised) features
     C: float
     val_scores: list[float]  # validation class-averaged accuracy per candidate C
-    temperature: float  # fitted on out-of-fold margins of the refit's data
+    calibration: Calibration  # fitted on out-of-fold margins of the refit's data
     val_logits: np.ndarray  # from the SVM fit on train only: the honest validation scores
+
+    @property
+    def temperature(self) -> float:
+        return self.calibration.temperature
 
 
 def train_svm_head(
@@ -58,29 +62,33 @@ def train_svm_head(
     final = fit_svm(refit_x, refit_y, C, seed)
     held_out = out_of_fold_margins(refit_x, refit_y, C, num_classes, seed)
     if held_out is None:  # a class with a single image: no folds; its validation margins
-        temperature = fit_temperature(val_margins, val_y)
+        calibration = fit_temperature(val_margins, val_y)
     else:
-        temperature = fit_temperature(held_out, refit_y)
-    head = svm_as_linear(final, num_classes, temperature)
-    val_logits = (val_margins - val_margins.mean(axis=1, keepdims=True)) * temperature
-    return SvmFit(head, C, val_scores, temperature, val_logits)
+        calibration = fit_temperature(held_out, refit_y)
+    head = svm_as_linear(final, num_classes)
+    val_logits = val_margins - val_margins.mean(axis=1, keepdims=True)
+    return SvmFit(head, C, val_scores, calibration, val_logits)
 
 
 def out_of_fold_margins(
     x: np.ndarray, y: np.ndarray, C: float, num_classes: int, seed: int
 ) -> np.ndarray | None:
     """Each image's margins from an SVM (same C) fitted on the other folds; None when a
-    class has fewer than two images (or a fold would lack a class entirely)."""
+    class has fewer than two images (stratified folds then cannot hold every class)."""
     folds = min(CALIBRATION_FOLDS, int(np.bincount(y, minlength=num_classes).min()))
     if folds < 2:
         return None
-    margins = np.zeros((len(y), num_classes))
-    for fit_on, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
-        if len(np.unique(y[fit_on])) < num_classes:
-            return None
-        margins[held] = decision_scores(
-            fit_svm(x[fit_on], y[fit_on], C, seed), x[held], num_classes
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        margins = cross_val_predict(
+            make_svm(C, seed),
+            x,
+            y,
+            cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
+            method="decision_function",
         )
+    if margins.ndim == 1:  # two classes: one hyperplane, as two rows (see svm_weights)
+        margins = np.stack([-margins / 2, margins / 2], axis=1)
     return margins
 
 
@@ -89,9 +97,13 @@ def l2_normalize(features: np.ndarray) -> np.ndarray:
     return features / np.maximum(norms, 1e-12)
 
 
-def fit_svm(features: np.ndarray, labels: np.ndarray, C: float, seed: int) -> LinearSVC:
+def make_svm(C: float, seed: int) -> LinearSVC:
     """One-vs-rest linear SVM, classes weighted by inverse frequency."""
-    svm = LinearSVC(C=C, class_weight="balanced", max_iter=MAX_ITER, random_state=seed)
+    return LinearSVC(C=C, class_weight="balanced", max_iter=MAX_ITER, random_state=seed)
+
+
+def fit_svm(features: np.ndarray, labels: np.ndarray, C: float, seed: int) -> LinearSVC:
+    svm = make_svm(C, seed)
     with warnings.catch_warnings():
         # With tiny C on random features liblinear may stop early; the score says enough.
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -133,18 +145,19 @@ def svm_weights(svm: LinearSVC, num_classes: int) -> tuple[np.ndarray, np.ndarra
     return weight, bias
 
 
-def svm_as_linear(svm: LinearSVC, num_classes: int, temperature: float) -> nn.Linear:
-    """The SVM (its margins scaled by the temperature) as a torch linear layer.
+def svm_as_linear(svm: LinearSVC, num_classes: int) -> nn.Linear:
+    """The SVM's margins as a torch linear layer.
 
     The classes' mean is taken off every logit (softmax and argmax ignore a shift shared by
     all classes): one-vs-rest margins share a large offset, which a calibrated T of 10^4 or
-    more would blow up to logits of 10^4 whose float32 rounding (1e-3) reaches the scores."""
+    more would blow up to scaled logits of 10^4 whose float32 rounding (1e-3) reaches the
+    scores."""
     weight, bias = svm_weights(svm, num_classes)
     weight, bias = weight - weight.mean(axis=0), bias - bias.mean()
     layer = nn.Linear(weight.shape[1], num_classes)
     with torch.no_grad():
-        layer.weight.copy_(torch.as_tensor(weight * temperature, dtype=torch.float32))
-        layer.bias.copy_(torch.as_tensor(bias * temperature, dtype=torch.float32))
+        layer.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+        layer.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
     return layer
 
 
@@ -156,9 +169,11 @@ def fit_svm_classifier(
     C_values: list[float],
     normalize: bool,
     seed: int,
+    precision: str = "fp32",
 ):
     """The SVM mode: features of each split in, (ImageClassifier, SvmFit, logits per split)
-    out. Validation logits come from the SVM that never saw the validation split."""
+    out. Validation logits come from the SVM that never saw the validation split; the
+    others from the layer in `precision` (on the CPU), as the served network computes it."""
     from src.classifiers.network import ImageClassifier
 
     prepared = {s: l2_normalize(x) if normalize else x for s, x in features.items()}
@@ -172,7 +187,10 @@ def fit_svm_classifier(
         seed,
     )
     model = ImageClassifier(featurizer, fit.head, l2_normalize=normalize)
-    with torch.no_grad():
-        logits = {s: fit.head(torch.from_numpy(x).float()).numpy() for s, x in prepared.items()}
+    model.temperature = fit.temperature
+    with torch.no_grad(), autocast(torch.device("cpu"), precision):
+        logits = {
+            s: fit.head(torch.from_numpy(x).float()).float().numpy() for s, x in prepared.items()
+        }
     logits["val"] = fit.val_logits
     return model, fit, logits

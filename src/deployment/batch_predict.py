@@ -74,7 +74,7 @@ def predict_files(
             readable = [i for i, error in enumerate(errors) if not error]
             rows = iter(())
             if readable:
-                frame = model.to_frame(model.predict_pixels(pixels[readable].numpy()))
+                frame = model.to_frame(*model.predict_pixels(pixels[readable].numpy()))
                 rows = frame.itertuples(index=False)
             for i, error in enumerate(errors):
                 path = paths[done + i]

@@ -2,7 +2,8 @@
 
 The graph takes what the served model's network takes, uint8 RGB pixels (N, size, size, 3)
 after `src.data.presets.load_pixels`, and returns both `logits` (the head's raw class scores)
-and `probabilities` (their softmax: what the scoring server reports). The batch axis is
+and `probabilities` (softmax(T * logits), T the calibration temperature: what the scoring
+server reports; the label is the logits' argmax). The batch axis is
 dynamic. Normalisation is inside the graph, so a client only decodes and letterboxes.
 Every classifier mode exports: an SVM is a linear layer, a refined head a dropout + linear.
 """
@@ -30,7 +31,7 @@ class LogitsAndProbabilities(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.classifier(pixels).float()
-        return logits, torch.softmax(logits, dim=1)
+        return logits, self.classifier.probabilities(logits)
 
 
 def export_onnx(

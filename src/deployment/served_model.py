@@ -4,9 +4,13 @@ Contract (also what `mlflow models serve` answers):
   in   a DataFrame with an `image` column (or `image base64 string`, the original service's
        name) of base64-encoded image bytes: JPEG, PNG, BMP, WebP, TIFF or GIF
   out  a DataFrame with `label`, `score` (its probability) and one probability per class
-It computes in the precision this machine does best (`auto`, src/precision.py: bf16 where
-the CPU or GPU has it natively, else fp32 or fp16), decided when it loads; the environment
-variable IMGSWEEP_PRECISION=fp32|bf16|fp16 overrides that. The spec records what training used.
+It computes in the precision its run's metrics were computed in (the spec's `precision`), so
+it makes the decisions the run reported; the environment variable
+IMGSWEEP_PRECISION=auto|fp32|bf16|fp16 overrides that (auto: what this machine does best,
+src/precision.py), at the cost of that guarantee. A bf16 model on a CPU without native bf16
+is emulated (slower); an fp16 model on a CPU runs in fp32 (the CPU has no fp16 path). The
+label is the argmax of the network's logits; the scores are softmax(T * logits), T the
+calibration temperature in the spec (src/classifiers/calibration.py).
 The model directory holds the network (`network.pt`: spec and weights) and this package's
 code, so it loads in a fresh process with no training config and no checkout. MLflow builds
 it by running `served_model_code.py` ("models from code"), so nothing is pickled; the run
@@ -26,7 +30,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from src.data.images import ImageError
 from src.data.presets import load_pixels
-from src.precision import autocast, resolve_precision
+from src.precision import autocast, choose_precision, detect_native_bf16, resolve_precision
 from src.tracking.pyfunc_model import IMAGE_COLUMNS
 
 PRECISION_VARIABLE = "IMGSWEEP_PRECISION"  # the serving machine's choice; default auto
@@ -42,7 +46,9 @@ class ImageClassifierModel(mlflow.pyfunc.PythonModel):
         self.size, self.preprocessing = int(spec["size"]), spec["preprocessing"]
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.trained_precision = spec.get("precision", "fp32")  # older models: fp32
-        self.precision = resolve_precision(os.environ.get(PRECISION_VARIABLE, "auto"), self.device)
+        self.precision = serving_precision(
+            os.environ.get(PRECISION_VARIABLE), self.trained_precision, self.device
+        )
         model = build_from_spec(spec).to(self.device)
         self.model = model.to(memory_format=torch.channels_last)
 
@@ -54,9 +60,7 @@ class ImageClassifierModel(mlflow.pyfunc.PythonModel):
                 f"no image column: expected a column named one of {list(IMAGE_COLUMNS)}"
             )
         pixels = [self.pixels_of(value, row) for row, value in enumerate(model_input[column])]
-        return self.to_frame(
-            self.predict_pixels(np.stack(pixels)) if pixels else np.zeros((0, len(self.classes)))
-        )
+        return self.to_frame(*self.predict_pixels(np.stack(pixels) if pixels else pixels))
 
     def pixels_of(self, value, row: int) -> np.ndarray:
         if value is None or (isinstance(value, float) and np.isnan(value)):
@@ -76,17 +80,20 @@ class ImageClassifierModel(mlflow.pyfunc.PythonModel):
         except ImageError as error:
             raise bad_request(f"row {row}: {error}") from None
 
-    def predict_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 (N, size, size, 3) pixels → (N, classes) probabilities."""
-        probabilities = []
+    def predict_pixels(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 (N, size, size, 3) pixels → the (N,) decisions and (N, classes) scores."""
+        labels, probabilities = [], []
         with torch.inference_mode(), autocast(self.device, self.precision):
             for start in range(0, len(pixels), BATCH_SIZE):
                 batch = torch.from_numpy(pixels[start : start + BATCH_SIZE]).to(self.device)
-                probabilities.append(torch.softmax(self.model(batch).float(), 1).cpu().numpy())
-        return np.concatenate(probabilities)
+                logits = self.model(batch).float()
+                labels.append(logits.argmax(1).cpu().numpy())
+                probabilities.append(self.model.probabilities(logits).cpu().numpy())
+        if not labels:
+            return np.zeros(0, int), np.zeros((0, len(self.classes)))
+        return np.concatenate(labels), np.concatenate(probabilities)
 
-    def to_frame(self, probabilities: np.ndarray) -> pd.DataFrame:
-        best = probabilities.argmax(axis=1) if len(probabilities) else np.zeros(0, int)
+    def to_frame(self, best: np.ndarray, probabilities: np.ndarray) -> pd.DataFrame:
         frame = pd.DataFrame(
             {
                 "label": [self.classes[k] for k in best],
@@ -96,6 +103,16 @@ class ImageClassifierModel(mlflow.pyfunc.PythonModel):
         for k, name in enumerate(self.classes):
             frame[name] = probabilities[:, k].astype(float)
         return frame
+
+
+def serving_precision(requested: str | None, trained: str, device: torch.device) -> str:
+    """The run's own precision unless `requested` (IMGSWEEP_PRECISION) says otherwise; fp16
+    on a CPU, which cannot run it, becomes fp32."""
+    if requested:
+        return resolve_precision(requested, device)
+    if trained == "fp16" and device.type == "cpu":
+        return "fp32"
+    return choose_precision(trained, device.type, detect_native_bf16(device))
 
 
 def bad_request(message: str) -> MlflowException:

@@ -27,6 +27,7 @@ from src.data.loader import make_loader
 from src.data.presets import ImageSpec
 from src.device import Compute
 from src.features.featurize import image_files, prepare_for_inference
+from src.precision import autocast
 
 
 class NoFeatureMap(Exception):
@@ -56,8 +57,9 @@ def scores_and_maps(
     compute: Compute,
     batch_size: int,
 ) -> tuple[np.ndarray, ClassMaps]:
-    """Logits (N, classes) and the predicted and true class's maps of every image. This
-    pass runs in fp32, whatever `compute.precision` says."""
+    """Logits (N, classes) and the predicted and true class's maps of every image. The
+    forward pass runs in `compute.precision`, the run's one precision: these logits are the
+    test split's reported decisions, and the served model computes in the same precision."""
     device = compute.device
     model = prepare_for_inference(model, device)
     target = find_feature_map(model, image.size, device)
@@ -75,7 +77,7 @@ def scores_and_maps(
     try:
         with tqdm(total=len(paths), desc="scoring test + Grad-CAM", unit="img") as bar:
             for pixels, _, index in loader:
-                with torch.enable_grad():
+                with torch.enable_grad(), autocast(device, compute.precision):
                     scores, evidence = scores_and_evidence(model, pixels.to(device))
                     rows = torch.arange(len(scores), device=device)
                     best = scores.argmax(1)

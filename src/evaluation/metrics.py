@@ -19,11 +19,14 @@ from sklearn.metrics import (
 from src.classifiers.selection import class_avg_accuracy
 
 
-def evaluate(y_true, scores: np.ndarray, classes: list[str]) -> dict:
-    """Everything about one split's predictions. `scores`: (N, C) probabilities."""
+def evaluate(y_true, scores: np.ndarray, classes: list[str], y_pred=None) -> dict:
+    """Everything about one split's predictions. `scores`: (N, C) probabilities; `y_pred`:
+    the model's decisions (the argmax of its logits), by default the argmax of `scores`.
+    Accuracy, the confusion matrix and the ECE's "right" count go by `y_pred`, so what is
+    reported is what the model decides even where probabilities tie."""
     y_true, scores = np.asarray(y_true), np.asarray(scores, dtype=np.float64)
     n_classes = len(classes)
-    y_pred = scores.argmax(axis=1)
+    y_pred = scores.argmax(axis=1) if y_pred is None else np.asarray(y_pred)
     labels = list(range(n_classes))
     counts = confusion_matrix(y_true, y_pred, labels=labels)
     precision, recall, f1, support = precision_recall_fscore_support(
@@ -46,20 +49,21 @@ def evaluate(y_true, scores: np.ndarray, classes: list[str]) -> dict:
         "confusion": counts,
         "confusion_normalized": counts / np.maximum(counts.sum(axis=1, keepdims=True), 1),
         **_roc(y_true, scores, classes),
-        **calibration(y_true, scores),
+        **calibration(y_true, scores, y_pred),
     }
 
 
 ECE_BINS = 15  # equal-width confidence bins, as in Guo et al. 2017 (the usual ECE)
 
 
-def calibration(y_true: np.ndarray, scores: np.ndarray, bins: int = ECE_BINS) -> dict:
+def calibration(y_true: np.ndarray, scores: np.ndarray, y_pred=None, bins: int = ECE_BINS) -> dict:
     """Expected calibration error of the top score: the images binned by their top score,
     |accuracy - mean top score| per bin, weighted by the bin's share of the images. Also
     each bin's (mean top score, accuracy, count), for the reliability diagram."""
     if not len(y_true):
         return {"ece": float("nan"), "reliability": []}
-    confidence, correct = scores.max(axis=1), scores.argmax(axis=1) == y_true
+    y_pred = scores.argmax(axis=1) if y_pred is None else y_pred
+    confidence, correct = scores[np.arange(len(y_pred)), y_pred], y_pred == y_true
     which = np.minimum((confidence * bins).astype(int), bins - 1)
     table, ece = [], 0.0
     for b in range(bins):

@@ -1,14 +1,14 @@
 """dnn: the refined network itself (src/modes/refining.py trained it), scored on every split.
 
-Its logits are calibrated by a temperature fitted on validation and built into its last
-layer, so served scores are the calibrated ones (the validation ECE is then in-sample, the
-test ECE the honest one). The test split is scored last, by the calibrated network, with
-its Grad-CAM maps in that pass.
+Its scores are calibrated by a temperature fitted on validation and kept with the network
+(applied after its logits, so no decision changes), so served scores are the calibrated
+ones (the validation ECE is then in-sample, the test ECE the honest one). The test split
+is scored last, with its Grad-CAM maps in that pass.
 """
 
 import time
 
-from src.classifiers.calibration import fit_temperature, scale_linear
+from src.classifiers.calibration import fit_temperature
 from src.modes.job import Fitted, Job, Network
 
 SCORED_FIRST = ("train", "val")  # the test split comes last, with its maps
@@ -21,16 +21,15 @@ def fit(job: Job, network: Network, settings) -> Fitted:
     rate = sum(len(job.paths(s)) for s in SCORED_FIRST) / max(
         time.perf_counter() - started, 1e-9
     )  # the network's featurisation speed, without the test split's Grad-CAM pass
-    temperature = fit_temperature(logits["val"], job.labels["val"])
-    scale_linear(model.head[-1], temperature)
-    logits = {s: scores * temperature for s, scores in logits.items()}
+    calibration = fit_temperature(logits["val"], job.labels["val"])
+    model.temperature = calibration.temperature
     logits["test"], maps = job.scores_and_maps(model, "test")
     return Fitted(
         model,
         "dnn",
         logits,
         training=network.training,
-        temperature=temperature,
+        calibration=calibration,
         maps=maps,
         featurize_images_per_second=rate,
     )

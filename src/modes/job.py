@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from src.classifiers.calibration import Calibration
 from src.classifiers.dnn import TrainingResult
 from src.classifiers.network import ImageClassifier
 from src.classifiers.svm import SvmFit
@@ -82,10 +83,10 @@ class Network:
 class Fitted:
     model: ImageClassifier
     head: str  # "svm" | "dnn": how the served model rebuilds its head
-    logits: dict[str, np.ndarray]  # by split
+    logits: dict[str, np.ndarray]  # by split: the model's own; their argmax is its decision
     svm: SvmFit | None = None
     training: TrainingResult | None = None  # how refinement went (refining modes)
-    temperature: float = 1.0  # the scores' calibration, built into the model's last layer
+    calibration: Calibration = Calibration(1.0)  # T for softmax(T * logits), as served
     maps: ClassMaps | None = None  # Grad-CAM of the test split (predicted and true class)
     featurize_images_per_second: float | None = None  # None: the features came from the cache
 

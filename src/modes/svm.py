@@ -43,6 +43,7 @@ def fit_on_features(job: Job, featurizer: nn.Module, features: np.ndarray, setti
         list(settings.C_values),
         settings.l2_normalize,
         job.compute.seed,
+        "fp32" if job.compute.precision == "fp16" else job.compute.precision,  # CPU autocast
     )
     logits["test"], maps = job.scores_and_maps(model, "test")
-    return Fitted(model, "svm", logits, svm=fit, temperature=fit.temperature, maps=maps)
+    return Fitted(model, "svm", logits, svm=fit, calibration=fit.calibration, maps=maps)

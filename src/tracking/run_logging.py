@@ -75,9 +75,17 @@ def absent_class_lines(reports: dict) -> list[str]:
 def log_svm_selection(C_values: list[float], fit, out: Path) -> None:
     for step, score in enumerate(fit.val_scores):
         mlflow.log_metric("val/svm_C_class_avg_accuracy", score, step=step)
-    log_params_once({"classifier.chosen_C": fit.C, "classifier.temperature": fit.temperature})
+    log_params_once({"classifier.chosen_C": fit.C})
     (out / "classifier").mkdir(exist_ok=True)
     c_selection_figure(C_values, fit.val_scores, fit.C, out / "classifier" / "svm_C_selection.png")
+
+
+def log_calibration(calibration) -> None:
+    """The temperature the served scores use and, where the fit was not kept, why (a tag:
+    the runs table can filter on it)."""
+    log_params_once({"classifier.temperature": calibration.temperature})
+    if calibration.fallback:
+        mlflow.set_tag("calibration.fallback", calibration.fallback)
 
 
 def log_evaluation(

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from src.classifiers.calibration import probabilities
 from src.classifiers.callbacks import should_stop_early
 from src.classifiers.dnn import Hooks, Refinement, TrainingResult, make_scheduler, train_network
 from src.classifiers.network import ImageClassifier, make_head
@@ -209,7 +210,7 @@ def test_sampler_caps_images_per_epoch_and_reshuffles_each_epoch():
 def test_the_refined_network_is_calibrated_on_validation_and_serves_those_scores(tmp_path):
     """An accurate but under-confident network (a mean-colour classifier with small logits)
     leaves the dnn mode's `fit` with validation ECE at most 0.05, its decisions unchanged, and the
-    model itself outputs the calibrated logits (what is served)."""
+    model itself carries the temperature of the calibrated scores (what is served)."""
     root = write_colour_dataset(tmp_path / "colours", 60)
     data = prepare_dataset(root, SplitSettings(0.75, 0.2), 0, None, None, 2)
     files = {s: data.subset(s) for s in ("train", "val", "test")}
@@ -227,10 +228,12 @@ def test_the_refined_network_is_calibrated_on_validation_and_serves_those_scores
     raw = job.outputs(model, job.paths("val"), "scoring")
     fitted = dnn_mode.fit(job, Network(model, TrainingResult([], 0, None)), None)
     before = evaluate(job.labels["val"], torch.softmax(torch.from_numpy(raw), 1), data.classes)
-    after = evaluate(
-        job.labels["val"], torch.softmax(torch.from_numpy(fitted.logits["val"]), 1), data.classes
-    )
+    calibrated = probabilities(fitted.logits["val"], fitted.calibration.temperature)
+    after = evaluate(job.labels["val"], calibrated, data.classes)
     assert after["accuracy"] == before["accuracy"] > 0.9  # the same decisions
     assert after["ece"] <= 0.05 < before["ece"]
     served = job.outputs(fitted.model, job.paths("val"), "scoring")
-    assert np.allclose(served, fitted.logits["val"], rtol=1e-4, atol=1e-4)
+    assert np.array_equal(served, fitted.logits["val"])  # the logits, as the model gives them
+    assert fitted.model.temperature == fitted.calibration.temperature > 1
+    served_scores = fitted.model.probabilities(torch.from_numpy(served)).numpy()
+    assert np.allclose(served_scores, calibrated, atol=1e-6)

@@ -128,22 +128,22 @@ def test_single_files_by_registered_alias_match_the_served_models_scores(trained
         assert float(rows[0][c]) == pytest.approx(served[c][0], abs=1e-5)
 
 
-def test_the_served_model_picks_its_precision_where_it_loads_and_bf16_scores_as_fp32(
+def test_the_served_model_computes_in_its_runs_precision_and_bf16_scores_as_fp32(
     trained, photos, monkeypatch
 ):
     mlflow.set_tracking_uri(trained.uri)
     model = load_image_classifier(f"runs:/{trained.run_id}/model")
     native = native_bf16("cpu", cpu_flags(), False)  # this machine's own answer
-    assert model.precision == ("bf16" if native else "fp32")  # auto, decided at load
-    assert (
-        model.trained_precision == trained.client.get_run(trained.run_id).data.params["precision"]
-    )
+    logged = trained.client.get_run(trained.run_id).data.params["precision"]
+    assert logged == ("bf16" if native else "fp32")  # the run's auto, decided once
+    assert model.trained_precision == logged
+    assert model.precision == logged  # served as the run's numbers were computed
     names = ["a.jpg", "d.webp", "holiday/b.png", "holiday/day 2/c.JPG"]
     pixels = np.stack([load_pixels((photos / n).read_bytes(), model.size) for n in names])
     scores = {}
     for precision in ("fp32", "bf16"):
         model.precision = precision
-        scores[precision] = model.predict_pixels(pixels)
+        _, scores[precision] = model.predict_pixels(pixels)
     assert (scores["fp32"].argmax(1) == scores["bf16"].argmax(1)).all()
     assert np.abs(scores["fp32"] - scores["bf16"]).max() < 0.02  # probabilities
     monkeypatch.setenv("IMGSWEEP_PRECISION", "fp32")  # the serving machine's override

@@ -132,6 +132,21 @@ def test_the_scoring_pass_gives_the_plain_scores_and_for_a_linear_head_the_class
         assert np.abs(maps.predicted[i].astype(np.float32) - expected).max() < 2e-3
 
 
+@pytest.mark.parametrize("head", ["svm", "dnn"])
+def test_the_test_split_is_scored_in_the_runs_precision(tmp_path, head):
+    """One precision per run: the Grad-CAM pass that scores the test split gives exactly the
+    logits of the inference path (the served model's) in the run's bf16, not fp32's (the pass
+    ran in fp32 once, while C, T and the best epoch were chosen in bf16)."""
+    files, labels, _ = patch_images(tmp_path, 2, seed=4)
+    paths = [f.path for f in files]
+    model = small_classifier("resnet18", 64, head).eval()
+    image = ImageSpec(64)
+    bf16, fp32 = (Compute(torch.device("cpu"), p) for p in ("bf16", "fp32"))
+    logits, _ = scores_and_maps(model, paths, labels, image, bf16, 4)
+    assert np.array_equal(logits, model_outputs(model, paths, image, bf16, 4))
+    assert not np.array_equal(logits, model_outputs(model, paths, image, fp32, 4))
+
+
 def test_a_two_class_svm_whose_scores_sum_to_zero_still_has_a_map():
     model = small_classifier("resnet18", 32, "svm")
     model.head = make_head("svm", 512, 2)
