@@ -46,7 +46,7 @@ from src.run_spec import DataSpec, RunSpec, TrialSpec
 from src.tracking import mlflow_run
 from src.tracking.datasets import log_dataset_inputs
 from src.tracking.epochs import EpochLogger, log_missing_epochs
-from src.tracking.parent_runs import find_or_create_parent
+from src.tracking.grid_parent import grid_job, grid_parent
 from src.tracking.pyfunc_model import encode_jpeg, log_model
 from src.tracking.run_logging import (
     absent_class_lines,
@@ -61,6 +61,7 @@ from src.tuning.trial_link import TrialLink
 log = logging.getLogger("imgsweep")
 
 
+@grid_job()  # in a plain Hydra grid (-m key=a,b): the grid's last job ends its parent run
 def run_job(describe: Callable[[], RunSpec], sweeping: bool) -> float:
     """The run `describe()` gives, with what a user can cause said in one line: errors
     (exit 1), and Ctrl-C (exit 130) with the command that continues the run. In a sweep
@@ -183,8 +184,6 @@ def pipeline(spec: RunSpec, device: torch.device, ranks: Ranks = distributed.SIN
     finally:
         if link:
             link.close()
-        if tags.get("sweep.kind") == "grid":  # the grid's last job leaves its parent FINISHED
-            mlflow_run.finish_parent(uri, tags["mlflow.parentRunId"])
     if link and link.pruned_at is not None:
         raise optuna.TrialPruned(f"at epoch {link.pruned_at}")
     print_summary(spec, weights, reports, fitted, uri, run.info.experiment_id, run.info.run_id)
@@ -364,13 +363,7 @@ def run_tags(spec: RunSpec, uri: str, experiment_id: str) -> dict:
             }
         )
     elif folder := spec.grid_folder:  # a job of a plain Hydra grid (-m key=a,b)
-        parent = find_or_create_parent(
-            uri,
-            experiment_id,
-            f"grid:{folder}",
-            f"grid {Path(folder).name}",
-            {"sweep.kind": "grid"},
-        )
+        parent = grid_parent(uri, experiment_id, folder)
         tags.update(
             {"mlflow.parentRunId": parent, "sweep.name": Path(folder).name, "sweep.kind": "grid"}
         )

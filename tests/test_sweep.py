@@ -321,6 +321,44 @@ def test_a_plain_hydra_grid_is_grouped_under_one_parent_run(tmp_path):
     assert sorted(k.data.params["resolution.size"] for k in kids) == ["32", "40"]
 
 
+@pytest.mark.slow  # two grid jobs, 49 s on 2 busy cores (tests/tracking/test_parent_ends.py: fast)
+def test_a_grid_whose_jobs_fail_early_ends_its_parent_failed(tmp_path):
+    """Both jobs fail before their runs start (vit_b_16 needs multiples of 16 px): the
+    parent was left RUNNING."""
+    result = run_cli("model=vit_b_16", "resolution.size=40,50", tmp=tmp_path, multirun=True)
+    assert result.returncode == 1
+    _, parents, children = mlflow_tree(tmp_path)
+    (parent,) = parents
+    assert parent.data.tags["sweep.kind"] == "grid" and parent.info.status == "FAILED"
+    assert parent.info.end_time is not None and not children
+
+
+@pytest.mark.slow  # two SVM trials
+def test_a_sweep_stops_once_every_point_of_its_finite_space_ran(tmp_path):
+    """A grid sampler over a range(...) (it failed every trial: `The parameter name, ...,
+    is not found in the given grid`), with more trials asked for than the space has."""
+    result = run_cli(
+        "sweep=svm",
+        "model=choice(resnet18)",
+        "resolution=choice(112)",
+        "resolution.size=range(32,48,8)",
+        "hydra.sweeper.n_trials=4",
+        tmp=tmp_path,
+        multirun=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (
+        "sweep: all 2 points of the search space have been tried; stopping at 2 of 4 trials"
+        in result.stdout
+    )
+    study = study_of(tmp_path, "svm")
+    assert states(study) == ["COMPLETE"] * 2
+    assert sorted(t.params["resolution.size"] for t in study.trials) == [32, 40]
+    _, parents, _ = mlflow_tree(tmp_path)
+    (parent,) = parents
+    assert parent.info.status == "FINISHED" and "study svm: 2 complete" in result.stdout
+
+
 @pytest.mark.slow  # a sweep of refining trials
 def test_ctrl_c_fails_the_running_trial_and_leaves_no_run_running(tmp_path):
     sweep = [

@@ -19,7 +19,9 @@ class OptunaSweeperConf:
     study_name: Any = None  # null: the sweep config's name (sweep=refine_dnn → refine_dnn)
     storage: Any = None  # null: sqlite:///<paths.sweeps_dir>/optuna.db; or postgresql://..., x.log
     direction: str = "maximize"  # the objective is validation class-averaged accuracy
-    n_trials: int = 20  # the study's total: a rerun runs only the trials still missing
+    # the study's total: a rerun runs only the trials still missing; a finite space (no
+    # continuous interval) stops sooner, once each of its points has run
+    n_trials: int = 20
     n_jobs: int = 1  # trials in flight at once (more than 1 needs e.g. hydra/launcher=joblib)
     max_failure_rate: float = 0.25  # stop once more than this share of n_trials has failed
     heartbeat_interval: int = 10  # s between a running trial's heartbeats (RDB storages)

@@ -4,6 +4,10 @@ Several processes (the threads of a sweep, parallel jobs, workers on other machi
 look for the parent at the same moment. Each one creates a candidate only if it finds
 none, then looks again: all of them settle on the oldest candidate and delete the others,
 so there is one parent however the race went.
+
+A parent ends once, when its last job ends, with the status `parent_status` gives: the
+Optuna sweeper ends it when no trial of its study still runs (src/tuning/sweep_loop.py), a
+plain Hydra grid when its last job ends (src/tracking/grid_parent.py).
 """
 
 import time
@@ -29,6 +33,20 @@ def find_or_create_parent(uri: str, experiment_id: str, key: str, name: str, tag
     if client.get_run(parent).info.status != "RUNNING":
         client.update_run(parent, RunStatus.to_string(RunStatus.RUNNING))
     return parent
+
+
+def parent_status(job_ends: list[str], stopped: str | None = None) -> str:
+    """How a parent run ends, from its jobs' ends (MLflow run statuses): KILLED when the
+    sweep was interrupted (a job ended KILLED), `stopped` when the sweep itself stopped on
+    an error (FAILED), FAILED when every job failed, else FINISHED (also when no job had
+    anything left to run)."""
+    if "KILLED" in job_ends or stopped == "KILLED":
+        return "KILLED"
+    if stopped:
+        return stopped
+    if job_ends and all(end == "FAILED" for end in job_ends):
+        return "FAILED"
+    return "FINISHED"
 
 
 def _parents(client: MlflowClient, experiment_id: str, key: str):

@@ -6,6 +6,8 @@
     classifier.dropout: range(0.0, 0.75, 0.25)        → float with step (stop excluded)
     model: choice(resnet18, resnet34)                 → categorical; a config group works too
 A plain value (`seed=1`) is no search: it is passed to every trial unchanged.
+A space without a continuous interval is finite: `size` counts its points, and a sweep stops
+once every one of them has been tried (src/tuning/sweep_loop.py).
 
 The command line wins over `params`, as in Hydra's own Optuna sweeper: a plain value there
 fixes that key (`classifier.epochs=2` stops epochs being searched), sweep grammar there
@@ -13,6 +15,10 @@ replaces the key's range. A plain value inside a searched group (`resolution.siz
 `resolution` is searched) applies on top of whichever option a trial draws.
 """
 
+import itertools
+import math
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import optuna
@@ -87,11 +93,12 @@ def distribution(key: str, sweep) -> BaseDistribution:
         return CategoricalDistribution(choices)
     if isinstance(sweep, IntervalSweep):
         low, high, log = sweep.start, sweep.end, "log" in sweep.tags
-        if not low < high:
+        integers = isinstance(low, int) and isinstance(high, int)
+        if not (low <= high if integers else low < high):  # int(interval(3, 3)) is the value 3
             raise UserError(f"search space: {key} has an empty interval ({low}, {high})")
         if log and low <= 0:
             raise UserError(f"search space: {key} is on a log scale but starts at {low} <= 0")
-        if isinstance(low, int) and isinstance(high, int):
+        if integers:
             return IntDistribution(low, high, log=log)
         return FloatDistribution(float(low), float(high), log=log)
     if isinstance(sweep, RangeSweep):
@@ -123,3 +130,91 @@ def suggest(trial: optuna.Trial, space: SearchSpace) -> dict:
 def _plain(value):
     """Hydra's QuotedString (from `'224'`) as the text it holds."""
     return getattr(value, "text", value)
+
+
+def size(space: SearchSpace) -> int | None:
+    """How many distinct points the space has; None where a continuous interval makes it
+    infinite. (Equal options of one choice are one point: `choice(1, 1)` has one.)"""
+    counts = [len(_indices(d)) if _finite(d) else None for d in space.distributions.values()]
+    return None if None in counts else math.prod(counts)
+
+
+def point(params: dict, space: SearchSpace) -> tuple | None:
+    """A trial's values as a point of the space, equal for equal values however they were
+    written (a choice's option by its first position, a stepped float by its step number);
+    None for values that are not a point of this space (a trial of an earlier space)."""
+    if set(params) != set(space.distributions):
+        return None
+    coordinates = []
+    for key, dist in space.distributions.items():
+        coordinate = _coordinate(dist, params[key])
+        if coordinate is None:
+            return None
+        coordinates.append(coordinate)
+    return tuple(coordinates)
+
+
+def grid(space: SearchSpace) -> dict[str, list]:
+    """Every value of each searched key, as Optuna's grid sampler takes them; a key with a
+    continuous interval has none, and the grid sampler refuses it."""
+    return {
+        k: [_value(d, i) for i in _indices(d)] for k, d in space.distributions.items() if _finite(d)
+    }
+
+
+def untried_point(space: SearchSpace, taken: set, seed) -> dict | None:
+    """The values of a point not in `taken` (points as `point` gives them), drawn at random
+    with `seed`; None when every point is taken, or the space is infinite."""
+    total = size(space)
+    if total is None or len(taken) >= total:
+        return None
+    rng = random.Random(str(seed))
+    axes = [_indices(d) for d in space.distributions.values()]
+    if total <= ENUMERATE:
+        free = [p for p in itertools.product(*axes) if p not in taken]
+        chosen = rng.choice(free) if free else None
+    else:  # too many to list: most are free
+        draws = (tuple(rng.choice(axis) for axis in axes) for _ in range(1000))
+        chosen = next((p for p in draws if p not in taken), None)
+    if chosen is None:
+        return None
+    return {k: _value(d, i) for (k, d), i in zip(space.distributions.items(), chosen, strict=True)}
+
+
+ENUMERATE = 100_000  # points of a finite space listed to pick an untried one; beyond, drawn
+
+
+def _coordinate(dist: BaseDistribution, value):
+    """A value's place in its distribution (see `point`); None when it has none there."""
+    if isinstance(dist, CategoricalDistribution):
+        try:
+            return dist.to_internal_repr(value)  # its first position among the options
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if dist.step is None:
+        return float(value) if dist.low <= value <= dist.high else None
+    steps = (value - dist.low) / dist.step  # 0.30000000000000004 is step 3 of 0.1, as 0.3 is
+    index = round(steps)
+    inside = math.isclose(steps, index, abs_tol=1e-6) and index in _indices(dist)
+    return index if inside else None
+
+
+def _finite(dist: BaseDistribution) -> bool:
+    return not isinstance(dist, FloatDistribution) or dist.step is not None
+
+
+def _indices(dist: BaseDistribution) -> Sequence[int]:
+    """The coordinates of a finite distribution's points (see `point`)."""
+    if isinstance(dist, CategoricalDistribution):
+        return sorted({dist.to_internal_repr(c) for c in dist.choices})
+    return range(round((dist.high - dist.low) / dist.step) + 1)  # a range: never listed
+
+
+def _value(dist: BaseDistribution, index: int):
+    if isinstance(dist, CategoricalDistribution):
+        return dist.choices[index]
+    if isinstance(dist, IntDistribution):
+        return dist.low + index * dist.step
+    return round(dist.low + index * dist.step, 12)

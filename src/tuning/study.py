@@ -1,13 +1,16 @@
 """The Optuna study behind a sweep: storage, sampler, pruner, and counting its trials.
 
 `n_trials` is the study's total. A trial counts once it is COMPLETE or PRUNED; FAIL trials
-are retried. Every process working on a study (threads of one sweep, several sweeps on one
-storage, other machines) follows the same rules, so together they finish at n_trials.
+are retried. A finite space ends the study sooner: once every point is COMPLETE or PRUNED
+no trial is left to run, and a point is never run twice. Every process working on a study
+(threads of one sweep, several sweeps on one storage, other machines) follows the same
+rules, so together they finish at n_trials, or at the space's size.
 """
 
 import logging
 import os
 import socket
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -19,6 +22,7 @@ from optuna.trial import TrialState
 
 from src.errors import UserError
 from src.tracking.store import sqlite_file
+from src.tuning.search_space import SearchSpace, point
 
 log = logging.getLogger(__name__)
 # Heartbeats are "experimental" and "meant for Study.optimize": we drive them ourselves, from
@@ -49,6 +53,11 @@ IN_FLIGHT = (TrialState.RUNNING, TrialState.WAITING)
 STORAGE_ERRORS = (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)
 
 
+# A trial told FAIL without being run (a repeat of a point, or one too many for the study):
+# it is no job's outcome, so a parent run's end does not count it
+NOT_RUN = "not_run"
+
+
 # What a worker sees when another one is creating the same new study database: SQLite's and
 # PostgreSQL's words for a table made, or a schema version row written, a moment earlier
 CREATION_RACE = ("already exists", "UNIQUE constraint failed", "duplicate key value")
@@ -76,6 +85,7 @@ def open_storage(url: str, heartbeat_interval: int, grace_period: int):
                     url,
                     heartbeat_interval=heartbeat_interval,
                     grace_period=grace_period,
+                    heartbeat_stale_trial_callback=_note_stale,
                     engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
                 )
             except Exception as error:  # noqa: BLE001
@@ -101,14 +111,20 @@ def redact(url: str) -> str:
         return url
 
 
-def make_sampler(config: dict, search_space: dict | None = None):
-    """`{name: tpe, seed: 0, ...}`: the rest are the sampler's own arguments."""
+def make_sampler(config: dict, space: SearchSpace, grid: dict[str, list]):
+    """`{name: tpe, seed: 0, ...}`: the rest are the sampler's own arguments. `grid`: every
+    value of each finite key (search_space.grid), what the grid sampler walks through."""
     options = dict(config)
     name = options.pop("name", "tpe")
     if name not in SAMPLERS:
         raise UserError(f"hydra.sweeper.sampler.name={name!r}; expected one of {list(SAMPLERS)}")
     if name == "grid":
-        options["search_space"] = search_space
+        if continuous := [k for k in space.distributions if k not in grid]:
+            raise UserError(
+                f"hydra.sweeper.sampler.name=grid needs a finite value list for every key: "
+                f"{continuous[0]} is a continuous interval; use choice(...) or range(...)"
+            )
+        options["search_space"] = grid
     try:
         return SAMPLERS[name](**options)
     except TypeError as error:
@@ -152,13 +168,43 @@ def is_surplus(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bool:
     return len(earlier) >= n_trials
 
 
-def duplicate_of(study: optuna.Study, trial: optuna.Trial, params: dict) -> int | None:
-    """The number of another counting trial with exactly these params, if any."""
+def duplicate_of(study: optuna.Study, trial: optuna.Trial, params: dict, space) -> int | None:
+    """The number of another counting trial at the same point of the space, if any."""
+    here = point(params, space)
     for other in study.get_trials(deepcopy=False):
         counting = other.state in DONE or other.state in IN_FLIGHT
-        if counting and other.number != trial.number and other.params == params:
+        if counting and other.number != trial.number and point(other.params, space) == here:
             return other.number
     return None
+
+
+def tried_points(study: optuna.Study, space: SearchSpace) -> tuple[set, set, set]:
+    """The points of the space that are done (COMPLETE or PRUNED); taken (done or running);
+    and failed (run, and failed). A failed point that is not taken is tried again, once no
+    untried point is left."""
+    done, taken, failed = set(), set(), set()
+    for trial in study.get_trials(deepcopy=False):
+        here = point(trial.params, space)
+        if here is None or trial.user_attrs.get(NOT_RUN):
+            continue
+        if trial.state in DONE or trial.state in IN_FLIGHT:
+            taken.add(here)
+        if trial.state in DONE:
+            done.add(here)
+        elif trial.state == TrialState.FAIL:
+            failed.add(here)
+    return done, taken, failed
+
+
+def outcomes(study: optuna.Study) -> list[str]:
+    """Each run trial's end as an MLflow run status (FINISHED, FAILED), for its parent run;
+    trials never run (NOT_RUN) and those still running are left out."""
+    ended = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "FINISHED"}
+    return [
+        ended.get(t.state, "FAILED")
+        for t in study.get_trials(deepcopy=False, states=(*DONE, TrialState.FAIL))
+        if not t.user_attrs.get(NOT_RUN)
+    ]
 
 
 def worker_host() -> str:
@@ -179,28 +225,39 @@ def record_heartbeat(study: optuna.Study, trial_id: int) -> None:
         study._storage.record_heartbeat(trial_id)
 
 
-def fail_orphans(study: optuna.Study) -> list[int]:
+def fail_orphans(study: optuna.Study) -> dict[int, str]:
     """Fail trials left RUNNING by dead workers: those of this host whose process is gone
-    (at once), and any whose heartbeat went stale (after the storage's grace period).
-    Returns the trials this process failed: when several workers find the same orphan,
-    one of them fails it, and only that one acts on it."""
+    (at once), and any whose heartbeat went stale (after the storage's grace period, through
+    Optuna's fail_stale_trials). Returns the trials this process failed, and why: when
+    several workers find the same orphan, one of them fails it, and only that one acts on it."""
     storage, host = study._storage, worker_host()
-    orphans = {}  # trial id: why
+    failed = {}  # trial number: why
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner_host, _, pid = trial.user_attrs.get("worker", "").rpartition(":")
-        if owner_host == host and pid.isdigit() and not _alive(int(pid)):
-            orphans[trial._trial_id] = "its worker died"
-    if _heartbeats(study):  # the check behind optuna.storages.fail_stale_trials
-        for trial_id in storage._get_stale_trial_ids(study._study_id):
-            orphans.setdefault(trial_id, "its worker stopped sending heartbeats")
-    failed = sorted(
-        storage.get_trial_number_from_id(trial_id)
-        for trial_id, why in orphans.items()
-        if _claim_failure(storage, trial_id, why)
-    )
+        dead = owner_host == host and pid.isdigit() and not _alive(int(pid))
+        if dead and _claim_failure(storage, trial._trial_id, "its worker died"):
+            failed[trial.number] = "its worker died"
+    _stale.numbers = stale = []  # _note_stale: the trials fail_stale_trials fails just now
+    try:
+        optuna.storages.fail_stale_trials(study)
+    finally:
+        _stale.numbers = None
+    for number in stale:
+        failed.setdefault(number, "its worker stopped sending heartbeats")
     if failed:
-        log.warning(f"trials {failed} were left running by a worker that died: marked FAIL")
+        log.warning(f"trials {sorted(failed)} were left running by a worker that died: marked FAIL")
     return failed
+
+
+_stale = threading.local()
+
+
+def _note_stale(study: optuna.Study, trial) -> None:
+    """The storage's callback for each trial fail_stale_trials failed in this process (it
+    calls it for the trials whose update it won, not for those another worker failed)."""
+    numbers = getattr(_stale, "numbers", None)
+    if numbers is not None:
+        numbers.append(trial.number)
 
 
 def _claim_failure(storage, trial_id: int, why: str) -> bool:

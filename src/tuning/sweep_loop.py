@@ -4,6 +4,12 @@ Each of `n_jobs` threads runs that loop on its own, so a slow trial never holds 
 back (no batches). The study's storage is the only shared state: several sweep processes,
 on one machine or many, cooperate on one study by the same rules (see src/tuning/study.py).
 
+A finite space (no continuous interval) ends the sweep once every point has been run,
+with one line saying so, even below n_trials: a point is never run twice.
+
+The parent run ends when no trial of the study runs any longer: the last sweep process
+working on a study ends it (parent_status), the others leave it running.
+
 If the study's database or the tracking server goes away, the sweep stops with one line:
 every trial told so far stays in the study, the interrupted ones are failed by whoever
 opens it next (their worker is gone, or their heartbeat stops), and the same command
@@ -26,9 +32,18 @@ from optuna.trial import TrialState
 from src.errors import UserError, exit_with_error
 from src.overrides import override, prepare_overrides
 from src.tracking import mlflow_run
-from src.tracking.parent_runs import find_or_create_parent
-from src.tuning.search_space import describe, parse_search_space, suggest
+from src.tracking.parent_runs import find_or_create_parent, parent_status
+from src.tuning.search_space import (
+    describe,
+    grid,
+    parse_search_space,
+    point,
+    size,
+    suggest,
+    untried_point,
+)
 from src.tuning.study import (
+    NOT_RUN,
     STORAGE_ERRORS,
     WORKER,
     counts,
@@ -39,9 +54,11 @@ from src.tuning.study import (
     make_pruner,
     make_sampler,
     open_storage,
+    outcomes,
     record_heartbeat,
     redact,
     seed_for_trial,
+    tried_points,
 )
 from src.tuning.sweep_report import refresh_parent, summary
 
@@ -71,8 +88,7 @@ def _run_sweep(sweeper, arguments: list[str]):
     space = parse_search_space(
         settings["params"] or {}, prepare_overrides(arguments), lambda key: _known(cfg, key)
     )
-    grid = {k: list(d.choices) for k, d in space.distributions.items() if hasattr(d, "choices")}
-    sampler = make_sampler(settings["sampler"] or {}, grid)
+    sampler = make_sampler(settings["sampler"] or {}, space, grid(space))
     storage = open_storage(storage_url, settings["heartbeat_interval"], settings["grace_period"])
     study = optuna.create_study(
         study_name=study_name,
@@ -101,15 +117,6 @@ def _run_sweep(sweeper, arguments: list[str]):
         study_name,
         {"sweep.study": study_name, "sweep.storage": redact(storage_url), "sweep.kind": "optuna"},
     )
-    _fail_orphans(study, uri)
-    state = counts(study)
-    log.info(
-        f"study {study_name} ({redact(storage_url)}): {state['done']} of {n_trials} trials done"
-        + (f", {state['in_flight']} running elsewhere" if state["in_flight"] else "")
-        + f"; MLflow parent run {parent}"
-    )
-    if space.fixed:
-        log.info("every trial runs with: " + " ".join(space.fixed))
     context = {
         "sweeper": sweeper,
         "study": study,
@@ -124,36 +131,37 @@ def _run_sweep(sweeper, arguments: list[str]):
         "stop": threading.Event(),
         "errors": [],
         "lost": None,  # "storage" or "tracking": the one that went away
+        "exhausted": False,  # every point of a finite space run (said once)
     }
-    # One trial at a time runs in this (main) thread, so Ctrl-C reaches the job itself and its
-    # MLflow run ends KILLED; more run in threads, each launching jobs in other processes.
-    n_jobs = int(settings["n_jobs"])
-    threads = [
-        threading.Thread(target=_worker, args=(context,), daemon=True)
-        for _ in range(n_jobs if n_jobs > 1 else 0)
-    ]
-    status = "FINISHED"
+    stopped = None  # KILLED or FAILED: the sweep itself stopped
     try:
-        if not threads:
-            _worker(context)
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(timeout=0.5)  # stay responsive to Ctrl-C
+        _fail_orphans(study, uri)
+        state = counts(study)
+        log.info(
+            f"study {study_name} ({redact(storage_url)}): {state['done']} of {n_trials} trials "
+            "done"
+            + (f", {state['in_flight']} running elsewhere" if state["in_flight"] else "")
+            + f"; MLflow parent run {parent}"
+        )
+        if space.fixed:
+            log.info("every trial runs with: " + " ".join(space.fixed))
+        _run_workers(context, int(settings["n_jobs"]))
     except KeyboardInterrupt:
         context["stop"].set()
-        status = "KILLED"
+        stopped = "KILLED"
         _fail_unfinished(study, "interrupted (Ctrl-C)")
+        raise
+    except BaseException:
+        stopped = "FAILED"
         raise
     finally:
         if context["errors"]:
-            status = "FAILED"
+            stopped = stopped or "FAILED"
         lost = context["lost"]  # then only what is still there is used
-        if lost != "tracking":
-            mlflow_run.finish_parent(uri, parent, status)
         if lost is None:
             _refresh(uri, parent, study)
+        if lost != "tracking":
+            _end_parent(context, stopped)
         if lost != "storage":
             links = {
                 "runs table": mlflow_run.runs_url(uri, experiment),
@@ -163,6 +171,44 @@ def _run_sweep(sweeper, arguments: list[str]):
     if context["errors"]:
         raise UserError(context["errors"][0])
     return study.best_trial if counts(study)["done"] else None
+
+
+def _run_workers(context: dict, n_jobs: int) -> None:
+    """One trial at a time runs in this (main) thread, so Ctrl-C reaches the job itself and
+    its MLflow run ends KILLED; more run in threads, each launching jobs in other processes."""
+    if n_jobs <= 1:
+        _worker(context)
+        return
+    threads = [
+        threading.Thread(target=_worker, args=(context,), daemon=True) for _ in range(n_jobs)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(timeout=0.5)  # stay responsive to Ctrl-C
+
+
+def _end_parent(context: dict, stopped: str | None) -> None:
+    """End the parent run, unless trials of its study still run in other sweep processes:
+    the last of those to stop ends it, once all its trials have."""
+    study, uri, parent = context["study"], context["uri"], context["parent"]
+    if context["lost"] == "storage":  # who else still runs cannot be asked
+        mlflow_run.finish_parent(uri, parent, parent_status([], stopped))
+        return
+    try:
+        _fail_orphans(study, uri)
+        running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+        ends = outcomes(study)
+    except STORAGE_ERRORS:
+        running, ends = [], []
+    if running:
+        log.info(
+            f"MLflow parent run {parent} stays RUNNING: trials {running} run in another sweep "
+            "process, whose end ends it"
+        )
+        return
+    mlflow_run.finish_parent(uri, parent, parent_status(ends, stopped))
 
 
 def _worker(context: dict) -> None:
@@ -193,22 +239,31 @@ def _lost(context: dict, kind: str, what: str, error: Exception) -> None:
 
 def _fail_orphans(study: optuna.Study, uri: str) -> None:
     """fail_orphans, and the MLflow runs of the trials it failed marked so too."""
-    for number in fail_orphans(study):
+    for number, why in fail_orphans(study).items():
         trial = study.get_trials(deepcopy=False)[number]
         if run_id := trial.user_attrs.get("mlflow_run_id"):
             client = MlflowClient(uri)
             client.set_tag(run_id, "optuna.state", "FAIL")
-            client.set_tag(run_id, "error", "its worker died")
+            client.set_tag(run_id, "error", why)
             client.set_terminated(run_id, "KILLED")
 
 
 def _trials(context: dict) -> None:
-    study, n_trials = context["study"], context["n_trials"]
+    study, n_trials, space = context["study"], context["n_trials"], context["space"]
+    points = size(space)  # None: infinite
     while not context["stop"].is_set():
         _fail_orphans(study, context["uri"])
         state = counts(study)
         if state["done"] >= n_trials:
             return
+        if points is not None:
+            done, taken, _ = tried_points(study, space)
+            if len(done) >= points:
+                _say_exhausted(context, points, state["done"])
+                return
+            if len(taken) >= points:
+                time.sleep(POLL)  # the last points run elsewhere; they may still fail
+                continue
         if state["done"] + state["in_flight"] >= n_trials:
             time.sleep(POLL)  # the last trials run elsewhere; they may still fail
             continue
@@ -225,23 +280,55 @@ def _trials(context: dict) -> None:
             context["stop"].set()
 
 
+def _say_exhausted(context: dict, points: int, done: int) -> None:
+    with context["lock"]:  # once, whichever thread finds it first
+        if not context["exhausted"]:
+            context["exhausted"] = True
+            log.info(
+                f"sweep: all {points} points of the search space have been tried; "
+                f"stopping at {done} of {context['n_trials']} trials"
+            )
+
+
+ASKS = 10  # draws in a row before the loop looks at the study again
+
+
 def _ask(context: dict):
+    """A trial to run and its values, or (None, None). A draw of a point that is done or
+    running, or that failed while an untried one is left, is told FAIL unrun, and another
+    point is queued for the next ask: a sampler drawing a small space's last points at
+    random would otherwise repeat many times."""
     study, space = context["study"], context["space"]
-    trial = study.ask()
-    record_heartbeat(study, trial._trial_id)
-    trial.set_user_attr("worker", WORKER)
-    if is_surplus(study, trial, context["n_trials"]):  # another worker asked at the same time
-        trial.set_user_attr("error", "surplus: the study was full when this worker asked")
-        study.tell(trial, state=TrialState.FAIL)
-        return None, None
-    seed_for_trial(study.sampler, context["seed"], trial.number)
-    params = suggest(trial, space)
-    twin = duplicate_of(study, trial, params)
-    if twin is not None and not _exhausted(space, study):
-        trial.set_user_attr("error", f"same parameters as trial {twin}; not run twice")
-        study.tell(trial, state=TrialState.FAIL)
-        return None, None
-    return trial, params
+    for _ in range(ASKS):
+        trial = study.ask()
+        record_heartbeat(study, trial._trial_id)
+        trial.set_user_attr("worker", WORKER)
+        if is_surplus(study, trial, context["n_trials"]):  # another worker asked at that moment
+            _skip(study, trial, "surplus: the study was full when this worker asked")
+            return None, None
+        seed_for_trial(study.sampler, context["seed"], trial.number)
+        params = suggest(trial, space)
+        _, taken, failed = tried_points(study, space)
+        seed = (context["seed"], trial.number)
+        untried = untried_point(space, taken | failed, seed)  # never run yet
+        if (twin := duplicate_of(study, trial, params, space)) is not None:
+            _skip(study, trial, f"same parameters as trial {twin}; not run twice")
+        elif untried is not None and point(params, space) in failed:
+            _skip(study, trial, "its point failed before: an untried point goes first")
+        else:
+            return trial, params
+        queued = untried or untried_point(space, taken, seed)  # else a failed point again
+        if queued is None:  # an infinite space (draw again), or none left (the loop waits)
+            return None, None
+        study.enqueue_trial(queued)  # asked at once, so it waits only for this ask
+    return None, None
+
+
+def _skip(study: optuna.Study, trial: optuna.Trial, why: str) -> None:
+    """Tell a trial FAIL without running it: a bookkeeping entry, no job's outcome."""
+    trial.set_user_attr("error", why)
+    trial.set_user_attr(NOT_RUN, True)
+    _tell(study, trial, state=TrialState.FAIL)
 
 
 def _run_trial(context: dict, trial: optuna.Trial, params: dict) -> None:
@@ -312,15 +399,7 @@ def _fail_unfinished(study: optuna.Study, reason: str) -> None:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if trial.user_attrs.get("worker") == WORKER:
             optuna.Trial(study, trial._trial_id).set_user_attr("error", reason)
-            study.tell(trial.number, state=TrialState.FAIL)
-
-
-def _exhausted(space, study) -> bool:
-    """A finite space whose every point was tried: repeats are then unavoidable."""
-    sizes = [
-        len(d.choices) if hasattr(d, "choices") else math.inf for d in space.distributions.values()
-    ]
-    return math.prod(sizes) <= len(study.get_trials(deepcopy=False))
+            _tell(study, trial.number, state=TrialState.FAIL)
 
 
 def _known(cfg, key: str) -> bool:

@@ -17,6 +17,7 @@ from optuna.trial import TrialState  # noqa: E402
 
 from src.overrides import NUMERIC_GROUPS, override  # noqa: E402
 from src.tuning.search_space import describe  # noqa: E402
+from src.tuning.study import NOT_RUN  # noqa: E402
 
 log = logging.getLogger(__name__)
 FIGURES = {
@@ -59,11 +60,12 @@ def reproduce_command(fixed: list[str], params: dict) -> str:
 def summary(study: optuna.Study, fixed: list[str], links: dict[str, str] | None = None) -> str:
     """The closing lines of a sweep: trials by state, the best one and how to repeat it, and
     `links` (what → URL: the runs table, the parent run) to look at it in the MLflow UI."""
-    states = [t.state for t in study.get_trials(deepcopy=False)]
-    counted = ", ".join(
-        f"{states.count(s)} {s.name.lower()}" for s in TrialState if states.count(s)
-    )
-    lines = [f"study {study.study_name}: {counted}"]
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state for t in trials if not t.user_attrs.get(NOT_RUN)]
+    counted = [f"{states.count(s)} {s.name.lower()}" for s in TrialState if states.count(s)]
+    if skipped := len(trials) - len(states):  # told FAIL unrun: see sweep_loop._ask
+        counted.append(f"{skipped} not run (a point drawn again, or one too many)")
+    lines = [f"study {study.study_name}: {', '.join(counted)}"]
     if TrialState.COMPLETE in states:
         best = study.best_trial
         lines += [

@@ -5,7 +5,15 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from src.errors import UserError
-from src.tuning.search_space import describe, parse_search_space, suggest
+from src.tuning.search_space import (
+    describe,
+    grid,
+    parse_search_space,
+    point,
+    size,
+    suggest,
+    untried_point,
+)
 
 
 def space_of(**params):
@@ -100,3 +108,34 @@ def test_a_trials_line_shows_the_plain_values_inside_its_drawn_groups():
     space = parse_search_space(PARAMS, ["resolution.size=64", "classifier.epochs=2"])
     line = describe({"classifier.lr": 0.01, "resolution": "224"}, space.fixed)
     assert line == "classifier.lr=0.01, resolution=224 [resolution.size=64]"
+
+
+def test_an_integer_interval_of_one_value_is_that_value():
+    assert space_of(x="int(interval(3, 3))")["x"] == IntDistribution(3, 3)
+
+
+def test_a_space_without_a_continuous_interval_counts_its_distinct_points():
+    assert size(parse_search_space({"m": "choice(a, b, a)", "e": "int(interval(1, 2))"}, [])) == 4
+    assert size(parse_search_space({"d": "range(0.0, 0.3, 0.1)", "s": "range(1, 10, 4)"}, [])) == 9
+    assert size(parse_search_space({"m": "choice(a, b)", "lr": "interval(0.1, 1)"}, [])) is None
+
+
+def test_a_point_is_the_same_however_its_values_were_computed():
+    space = parse_search_space({"d": "range(0.0, 0.4, 0.1)", "m": "choice(x, y, x)"}, [])
+    assert point({"d": 0.30000000000000004, "m": "x"}, space) == point({"d": 0.3, "m": "x"}, space)
+    assert point({"d": 0.3, "m": "x"}, space) != point({"d": 0.2, "m": "x"}, space)
+    assert point({"d": 0.25, "m": "x"}, space) is None  # between two steps: not a point
+    assert point({"d": 0.3}, space) is None  # a trial of another space
+
+
+def test_the_grid_lists_every_value_of_ranges_and_choices():
+    space = parse_search_space({"seed": "range(0, 3)", "d": "range(0.0, 0.3, 0.1)"}, [])
+    assert grid(space) == {"seed": [0, 1, 2], "d": [0.0, 0.1, 0.2]}
+
+
+def test_an_untried_point_is_one_not_taken_until_none_is_left():
+    space = parse_search_space({"e": "int(interval(1, 3))"}, [])
+    assert untried_point(space, {(0,), (2,)}, seed=0) == {"e": 2}
+    assert untried_point(space, {(0,), (1,), (2,)}, seed=0) is None
+    infinite = parse_search_space({"lr": "interval(0.1, 1)"}, [])
+    assert untried_point(infinite, set(), seed=0) is None

@@ -50,7 +50,7 @@ def test_trials_of_a_dead_worker_are_failed_at_the_next_start(tmp_path):
     orphan = study.ask()
     orphan.set_user_attr("worker", f"{socket.gethostname()}:{dead}")
     study.tell(study.ask(), 1.0)
-    assert fail_orphans(study) == [orphan.number]
+    assert fail_orphans(study) == {orphan.number: "its worker died"}
     assert counts(study) == {"done": 1, "in_flight": 0, "failed": 1}
     assert study.trials[orphan.number].user_attrs["error"] == "its worker died"
 
@@ -92,9 +92,11 @@ def test_a_trial_whose_heartbeat_stops_is_failed_after_the_grace_period(storage_
     trial = study.ask()
     record_heartbeat(study, trial._trial_id)  # as the sweep does when it asks
     trial.set_user_attr("worker", "another-machine:1")  # no local pid to look up
-    assert fail_orphans(study) == []  # beating recently: alive
+    assert fail_orphans(study) == {}  # beating recently: alive
     time.sleep(3.2)  # > grace period, whole seconds (SQLite's clock)
-    assert fail_orphans(study) == [trial.number]
+    other_worker = optuna.load_study(study_name="s", storage=open_storage(storage_url, 1, 2))
+    assert fail_orphans(study) == {trial.number: "its worker stopped sending heartbeats"}
+    assert fail_orphans(other_worker) == {}  # one worker fails it, and only that one acts on it
     assert study.trials[trial.number].state == TrialState.FAIL
 
 
