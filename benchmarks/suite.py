@@ -1,10 +1,10 @@
 """The benchmark suite: `python -m benchmarks [--quick] [--only NAME,...] [--out FILE]`.
 
-Runs the seven benchmarks of issue 7 on this machine, prints BENCHMARKS.md-ready Markdown
-tables and writes everything as JSON (default BENCHMARKS.json). Every figure compared with
-another is measured in the same run, as a ratio: absolute times on a shared machine drift.
-`--quick` sizes each benchmark to about a minute on 2 cores; the full size is what
-BENCHMARKS.md reports.
+Runs the seven benchmarks of issue 7, bf16 against fp32 and fuzzing on this machine, prints
+BENCHMARKS.md-ready Markdown tables and writes everything as JSON (default BENCHMARKS.json).
+Every figure compared with another is measured in the same run, as a ratio: absolute times on
+a shared machine drift. `--quick` sizes each benchmark to about a minute on 2 cores; the full
+size is what BENCHMARKS.md reports.
 """
 
 import argparse
@@ -39,6 +39,9 @@ SIZES = {
         "sweep_seeds": (0,),
         "serving_calls": 20,
         "serving_batches": 3,
+        # not in --quick: its start-up alone is about 100 s of CI's budget, and
+        # tests/benchmarks/test_fuzz.py replays the whole corpus through the same target
+        "fuzz_seconds": 0,
     },
     "full": {
         "featurise_images": 384,
@@ -56,6 +59,7 @@ SIZES = {
         "sweep_seeds": (0, 1, 2),
         "serving_calls": 50,
         "serving_batches": 5,
+        "fuzz_seconds": 900,  # per target: issue 24's 30 minutes
     },
 }
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -69,6 +73,7 @@ BENCHMARKS = (
     "sweeps",
     "serving",
     "precision",
+    "fuzzing",
 )
 TITLES = {
     "featurisation": "1. Featurisation, end to end vs the pure forward pass",
@@ -79,6 +84,7 @@ TITLES = {
     "sweeps": "6. Sweeps: the shipped pruner vs none, over sampler seeds",
     "serving": "7. Scoring service latency (resnet18, 224 px)",
     "precision": "8. bf16 against fp32: speed and parity (benchmarks/precision.py)",
+    "fuzzing": "9. Fuzzing the image reader and the scoring request parser (benchmarks/fuzz.py)",
 }
 
 
@@ -137,6 +143,15 @@ def run(names, size: str, device: torch.device) -> dict:
 
             capability, rows = precision.measure(size == "quick", 1 if size == "quick" else 3)
             results["machine"]["precision"] = capability
+        elif name == "fuzzing" and not s["fuzz_seconds"]:
+            rows = [{"skipped": "not in --quick; python -m benchmarks.fuzz runs it"}]
+        elif name == "fuzzing":
+            from benchmarks import fuzz  # needs atheris
+
+            out = BENCH_DIR / f"fuzz-{time.strftime('%Y%m%d-%H%M%S')}"  # from the seeds
+            report = fuzz.run_separately(s["fuzz_seconds"], out)
+            rows = [{k: v for k, v in r.items() if k != "findings"} for r in report["rows"]]
+            results["fuzz_findings"] = [path for r in report["rows"] for path in r["findings"]]
         results["benchmarks"][name] = {
             "rows": rows,
             "seconds": time.perf_counter() - started,

@@ -1,15 +1,21 @@
 """Reading images: every format and edge case a user's folder may hold."""
 
 import io
+import os
+import struct
+import subprocess
+import sys
 
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
+from benchmarks.fuzz import regression_inputs, seed_images
+from src.data import images
 from src.data.images import BACKGROUND, ImageError, decode_image
 from src.data.presets import PAD_COLOUR, center_crop, letterbox, load_pixels, resize
-from tests.conftest import image_bytes
+from tests.conftest import ROOT, image_bytes
 
 
 def solid(colour, size=(40, 30), mode="RGB") -> Image.Image:
@@ -116,6 +122,99 @@ def test_decompression_bomb_is_refused_before_decoding():
     assert len(bomb) < 100_000
     with pytest.raises(ImageError, match="megapixel limit|decompression bomb"):
         decode_image(bomb)
+
+
+@pytest.mark.parametrize("path", regression_inputs(), ids=lambda p: p.name)
+def test_whatever_a_decoder_raises_on_a_files_bytes_is_an_image_error(path):
+    # fuzzing found each of these raising IndexError (Pillow's GIF reader, two sites),
+    # TypeError (its TIFF reader), struct.error or cv2.error: not the file's ImageError
+    with pytest.raises(ImageError, match=r"^corrupt or truncated (GIF|TIFF) data \(.+\)$"):
+        load_pixels(path.read_bytes(), 64)
+
+
+def test_the_fuzz_corpus_seeds_are_usable_images_of_every_format():
+    seeds = seed_images()
+    assert len(seeds) == 8
+    for path in seeds:
+        assert load_pixels(path.read_bytes(), 64).shape == (64, 64, 3), path.name
+    assert {Image.open(p).format for p in seeds} == {"JPEG", "PNG", "BMP", "WEBP", "TIFF", "GIF"}
+
+
+def gif_screen(width: int, height: int) -> bytes:
+    """43 bytes: a GIF whose screen is width x height, its one frame 1x1 and transparent."""
+    header = b"GIF89a" + struct.pack("<HHBBB", width, height, 0x80, 0, 0) + bytes(3) + b"\xff" * 3
+    control = b"\x21\xf9\x04\x01\x00\x00\x00\x00"  # colour 0 is transparent
+    frame = b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00"
+    return header + control + frame + b"\x3b"
+
+
+def test_a_tiny_file_claiming_a_large_image_decodes_in_a_few_bytes_a_pixel():
+    # Pillow fills the whole screen; composited whole, that took 20 bytes a pixel (1.9 GB for
+    # 43 bytes claiming 10000x10000, what drove the fuzzer to 2 GB); a strip at a time, 5.
+    # Measured in a process of its own, by VmHWM: its address space's own peak (getrusage's
+    # starts from the parent's, pytest's, across exec).
+    data = gif_screen(4000, 4000)
+    script = (
+        "import re, sys\n"
+        "from pathlib import Path\n"
+        "from src.data.images import decode_image\n"
+        "def peak_kb():\n"
+        "    return int(re.search(r'VmHWM:\\s+(\\d+)', Path('/proc/self/status').read_text())[1])\n"
+        "data = sys.stdin.buffer.read()\n"
+        "decode_image(data[:6] + b'\\x08\\x00\\x08\\x00' + data[10:])  # warmed up: 8x8\n"
+        "before = peak_kb()\n"
+        "assert decode_image(data).shape == (4000, 4000, 3)\n"
+        "print(peak_kb() - before)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], input=data, cwd=ROOT, capture_output=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    grown_kb = int(done.stdout)
+    assert grown_kb * 1024 / (4000 * 4000) < 10  # bytes a pixel over the process's peak
+
+
+TRANSPARENT = [("RGBA", "PNG"), ("LA", "PNG"), ("P", "PNG"), ("P", "GIF"), ("RGBA", "WEBP")]
+
+
+@pytest.mark.parametrize(("mode", "fmt"), [*TRANSPARENT, ("RGBA", "TIFF")])
+def test_pillow_composites_a_strip_of_rows_at_a_time_into_the_same_pixels(mode, fmt, monkeypatch):
+    rng = np.random.default_rng(len(mode))
+    image = Image.fromarray(rng.integers(0, 256, (23, 37, 4), dtype=np.uint8), "RGBA")
+    image = image.convert(mode) if mode != "P" else image.convert("RGB").quantize(64)
+    save = {"transparency": 5} if mode == "P" else {}
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated too, so that strips are cut from the transposed frame
+    monkeypatch.setattr(images, "STRIP_PIXELS", 50)  # strips of 1 or 2 rows, a short one last
+    for data in (encode(image, fmt, **save), encode(image, fmt, exif=exif, **save)):
+        whole = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGBA")
+        background = Image.new("RGBA", whole.size, (*BACKGROUND, 255))
+        expected = np.asarray(Image.alpha_composite(background, whole).convert("RGB"))
+        assert np.array_equal(decode_image(data), expected)
+
+
+def test_opencv_refuses_what_pillow_would_have_refused_whatever_it_reads_in_the_header():
+    # OpenCV parses a broken header its own way, so Pillow's check alone does not bound what
+    # it allocates; its own limit (2^30 px by default) is set to ours when src is imported
+    assert os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] == str(images.MAX_PIXELS)  # set by src
+    bomb = encode(Image.new("1", (12_000, 10_000)), "PNG")
+    script = (
+        "import sys, numpy, src, cv2\n"
+        "try:\n"
+        "    cv2.imdecode(numpy.frombuffer(sys.stdin.buffer.read(), numpy.uint8), 1)\n"
+        "except cv2.error as error:\n"
+        "    print(error.err)\n"
+    )
+    environment = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        input=bomb,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+        env=environment,
+    )
+    assert done.stdout.decode().strip() == "pixels <= CV_IO_MAX_IMAGE_PIXELS"
 
 
 def test_letterbox_keeps_aspect_and_pads_with_the_mean_colour():

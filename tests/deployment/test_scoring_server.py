@@ -16,6 +16,7 @@ import pytest
 import requests
 from PIL import Image
 
+from benchmarks.fuzz import regression_inputs
 from benchmarks.serving import measure_serving_latency
 from src.deployment.registry import register_run
 from src.deployment.scoring_server import scoring_server
@@ -117,6 +118,15 @@ def test_a_bad_request_gets_a_4xx_with_a_clear_message_and_the_server_goes_on(
     response = score(server, {"dataframe_records": [record]})
     assert 400 <= response.status_code < 500
     assert message in response.json()["message"]
+    assert score(server, GOOD).status_code == 200
+
+
+@pytest.mark.parametrize("path", regression_inputs(), ids=lambda p: p.name)
+def test_a_file_any_decoder_fails_on_gets_a_400_naming_its_problem(server, path):
+    # issue 24: the served model raised Pillow's IndexError on the first GIF, not a 400
+    response = score(server, {"dataframe_records": [{"image": b64(path.read_bytes())}]})
+    assert response.status_code == 400
+    assert "row 0: corrupt or truncated " in response.json()["message"]
     assert score(server, GOOD).status_code == 200
 
 
