@@ -10,6 +10,7 @@ Deterministic: the same seed always gives the same bytes.
 
 import os
 import shutil
+import tempfile
 from concurrent.futures import Executor, ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -38,8 +39,11 @@ def ensure_synthetic_textures(
             f"dataset.root={root} holds files but not the generated synthetic set; "
             "to train on your own images add dataset=folder (nothing was changed)"
         )
-    tmp = root.with_name(f"{root.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    # A folder of this call's own: two trials may generate at once in one process (Hydra's
+    # joblib launcher runs a trial in the sweeper's thread where it has one core), so a
+    # name from the process id alone was shared, and one removed the other's.
+    tmp = Path(tempfile.mkdtemp(prefix=f"{root.name}.tmp", dir=root.parent))
     for label in CLASSES:
         (tmp / label).mkdir(parents=True)
     jobs = [
@@ -60,7 +64,6 @@ def ensure_synthetic_textures(
             (tmp / label / f"{label}_{i:04d}.jpg").write_bytes(encoded)
             progress.update()
     (tmp / ".complete").touch()
-    root.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.replace(tmp, root)  # the dataset appears whole or not at all (over an empty folder)
     except OSError:

@@ -6,6 +6,7 @@ changes the digest of its split."""
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import mlflow
@@ -18,6 +19,8 @@ from src.data.prepare import PreparedData
 
 CONTEXTS = {"train": "train", "val": "validation", "test": "test"}  # split → MLflow's context
 SCHEMA = Schema([ColSpec(DataType.string, "path"), ColSpec(DataType.string, "label")])
+DUPLICATE_ROW = ("UNIQUE constraint failed", "duplicate key value")  # SQLite, PostgreSQL
+RACES = 3  # tries of logging the inputs while another run creates the same dataset row
 
 
 class SplitDataset(MetaDataset):
@@ -41,7 +44,18 @@ def log_dataset_inputs(data: PreparedData, name: str) -> dict[str, SplitDataset]
     the metrics computed on that split (`mlflow.log_metrics(..., dataset=...)`)."""
     digests = file_digests(data.files)
     datasets = {split: split_dataset(data, split, name, digests) for split in CONTEXTS}
-    mlflow.log_inputs(list(datasets.values()), list(CONTEXTS.values()), [None] * len(datasets))
+    for attempt in range(RACES):
+        try:
+            mlflow.log_inputs(list(datasets.values()), list(CONTEXTS.values()), [None] * 3)
+            return datasets
+        except Exception as error:
+            # Parallel trials on one store create the same dataset row at once: MLflow's
+            # get-or-create is not atomic, and the second insert fails (SQLite's "UNIQUE
+            # constraint failed", PostgreSQL's "duplicate key") and rolls back whole. On the
+            # next try the row is there and is linked.
+            if attempt + 1 == RACES or not any(m in str(error) for m in DUPLICATE_ROW):
+                raise
+            time.sleep(0.2 * (attempt + 1))
     return datasets
 
 

@@ -105,6 +105,7 @@ def _run_sweep(sweeper, arguments: list[str]):
             "hydra.sweeper.n_jobs > 1 needs a launcher that runs jobs in other processes, "
             "e.g. hydra/launcher=joblib"
         )
+    in_processes(sweeper.launcher, int(settings["n_jobs"]))
 
     uri = mlflow_run.resolve_uri(cfg.tracking.uri, Path.cwd())
     mlflow_run.configure_retries(cfg.tracking.retry_seconds)
@@ -171,6 +172,20 @@ def _run_sweep(sweeper, arguments: list[str]):
     if context["errors"]:
         raise UserError(context["errors"][0])
     return study.best_trial if counts(study)["done"] else None
+
+
+def in_processes(launcher, n_jobs: int) -> None:
+    """Each of the sweeper's n_jobs threads launches one trial at a time, so the joblib
+    launcher needs n_jobs processes. Its default n_jobs=-1 counts the cores this process
+    may use, and on one (a one-CPU container, a pinned test worker) joblib runs the trial in
+    the calling thread: two pipelines at once in one process, sharing Hydra's and MLflow's
+    global state (a trial failed with an empty error, another's data vanished)."""
+    joblib_settings = getattr(launcher, "joblib", None)
+    if n_jobs > 1 and joblib_settings is not None:
+        from joblib import effective_n_jobs
+
+        if effective_n_jobs(joblib_settings.get("n_jobs", -1)) < n_jobs:
+            joblib_settings["n_jobs"] = n_jobs
 
 
 def _run_workers(context: dict, n_jobs: int) -> None:
