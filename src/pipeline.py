@@ -41,13 +41,19 @@ from src.modes.auto_lr import resolve_lr
 from src.modes.job import Fitted, Job, Network
 from src.modes.refining import train_with_new_head
 from src.precision import detect_native_bf16, resolve_precision
-from src.resume import checkpoint_path, interrupted_message, resume_state, what_is_kept
+from src.resume import (
+    checkpoint_path,
+    interrupted_message,
+    remove_checkpoint,
+    resume_state,
+    what_is_kept,
+)
 from src.run_spec import DataSpec, RunSpec, TrialSpec
 from src.tracking import mlflow_run
 from src.tracking.datasets import log_dataset_inputs
 from src.tracking.epochs import EpochLogger, log_missing_epochs
 from src.tracking.grid_parent import grid_job, grid_parent
-from src.tracking.pyfunc_model import encode_jpeg, log_model
+from src.tracking.pyfunc_model import MODEL_KEPT_TAG, NOT_BEST, encode_jpeg, log_model
 from src.tracking.run_logging import (
     absent_class_lines,
     log_calibration,
@@ -56,6 +62,8 @@ from src.tracking.run_logging import (
     log_svm_selection,
     log_test_predictions,
 )
+from src.tracking.run_names import unique_name
+from src.tracking.runs_view import save_runs_view
 from src.tuning.trial_link import TrialLink
 
 log = logging.getLogger("imgsweep")
@@ -112,6 +120,7 @@ def pipeline(spec: RunSpec, device: torch.device, ranks: Ranks = distributed.SIN
     root = dataset_root(spec.data)
     experiment_id = mlflow_run.experiment_id(uri, t.experiment)
     tags = run_tags(spec, uri, experiment_id)
+    name = None if spec.resume else unique_name(uri, experiment_id, t.run_name)  # None: kept
     check_model(spec.model.arch, spec.image.size)  # before any heavy work
     # A resume is checked in full before its run is reopened: a refusal changes nothing.
     data = prepare(spec, root, workers) if spec.resume else None
@@ -122,7 +131,7 @@ def pipeline(spec: RunSpec, device: torch.device, ranks: Ranks = distributed.SIN
         with (
             mlflow_run.tracked_run(
                 experiment_id,
-                t.run_name,
+                name,
                 tags,
                 run_id=spec.resume,
                 system_metrics=t.system_metrics,
@@ -132,7 +141,10 @@ def pipeline(spec: RunSpec, device: torch.device, ranks: Ranks = distributed.SIN
         ):
             out = Path(tmp)
             run_id = run.info.run_id
-            print(f"run {run_id} started: {t.run_name} (experiment {t.experiment})", flush=True)
+            print(
+                f"run {run_id} started: {run.info.run_name} (experiment {t.experiment})",
+                flush=True,
+            )
             if not resume:
                 mlflow.set_tag("command", t.command)
             if link:
@@ -174,7 +186,8 @@ def pipeline(spec: RunSpec, device: torch.device, ranks: Ranks = distributed.SIN
                 mlflow.set_tags({"optuna.state": "PRUNED", "optuna.pruned": "true"})
                 mlflow.log_artifacts(str(out))
             else:
-                reports = finish(spec, job, data, fitted, out, datasets)
+                reports = finish(spec, job, data, fitted, out, datasets, link)
+                remove_checkpoint(spec.checkpoint_dir, run_id)  # FINISHED: nothing to resume
     except mlflow_run.TrackingLost as lost:
         raise UserError(f"{lost}; {what_is_kept(spec, run_id, ranks)}") from None
     except KeyboardInterrupt:
@@ -238,6 +251,7 @@ def fit(spec: RunSpec, job: Job, network: Network, *, run_id, resume, link, rank
     if result.stopped_by:
         mlflow.set_tag("stopped_by", result.stopped_by)
     if link and link.pruned_at is not None:
+        remove_checkpoint(spec.checkpoint_dir, run_id)  # a pruned trial is done: no resume
         return None  # a pruned trial: its network is not scored, nor an SVM fitted on it
     return mode.fit(job, trained, settings)
 
@@ -254,8 +268,18 @@ def feature_cache_key(spec: RunSpec, job: Job, weights) -> dict:
     }
 
 
-def finish(spec: RunSpec, job: Job, data: PreparedData, fitted: Fitted, out: Path, datasets):
-    """Evaluate every split, log the figures and the served model; returns the reports."""
+def finish(
+    spec: RunSpec,
+    job: Job,
+    data: PreparedData,
+    fitted: Fitted,
+    out: Path,
+    datasets,
+    link: TrialLink | None = None,
+):
+    """Evaluate every split, log the figures and the served model; returns the reports. A
+    sweep trial (`link`) logs its model only while it is its study's best: the sweep keeps
+    one model per study, and src.register logs any other trial's on demand."""
     if fitted.svm is not None:
         log_svm_selection(list(spec.mode.C_values), fitted.svm, out)
     if fitted.featurize_images_per_second is not None:
@@ -272,16 +296,20 @@ def finish(spec: RunSpec, job: Job, data: PreparedData, fitted: Fitted, out: Pat
     # the precision every reported number was computed in: the served model computes in it too
     served["precision"] = job.compute.precision
     first_test = job.files["test"][0].path.read_bytes()
-    # The model before its metrics: MLflow links the metrics logged after it to the model,
-    # each with its split's dataset (a run's own metrics keep no dataset)
-    log_model(served, encode_jpeg(load_pixels(first_test, job.image.size, job.image.preprocessing)))
-    log_calibration(fitted.calibration)
     # the logged model's own decisions (argmax of its logits) and calibrated scores
     scores = {s: probabilities(fitted.logits[s], fitted.calibration.temperature) for s in SPLITS}
     reports = {
         s: evaluate(job.labels[s], scores[s], data.classes, decisions(fitted.logits[s]))
         for s in SPLITS
     }
+    # The model before its metrics: MLflow links the metrics logged after it to the model,
+    # each with its split's dataset (a run's own metrics keep no dataset)
+    if link is None or link.is_best_so_far(reports["val"]["class_avg_accuracy"]):
+        example = load_pixels(first_test, job.image.size, job.image.preprocessing)
+        log_model(served, encode_jpeg(example))
+    else:
+        mlflow.set_tag(MODEL_KEPT_TAG, NOT_BEST)
+    log_calibration(fitted.calibration)
     log_evaluation(
         reports,
         data.classes,
@@ -415,8 +443,10 @@ def print_summary(spec: RunSpec, weights, reports, fitted, uri, experiment_id, r
     if why := fitted.calibration.fallback:
         lines.append(f"  calibration: temperature 1 kept: {why}")
     lines += absent_class_lines(reports)
-    if command := mlflow_run.ui_command(uri):
-        lines.append(f"compare runs: {command}")
-    lines.append(f"  runs table: {mlflow_run.runs_url(uri, experiment_id)}")
-    lines.append(f"  this run:   {mlflow_run.runs_url(uri, experiment_id, run_id)}")
+    if spec.trial is None:  # a sweep prints its links once, at its end (src/tuning/sweep_loop.py)
+        view = save_runs_view(uri, experiment_id, refined=fitted.training is not None)
+        if command := mlflow_run.ui_command(uri):
+            lines.append(f"compare runs: {command}")
+        lines.append(f"  runs table: {mlflow_run.runs_url(uri, experiment_id, view=view)}")
+        lines.append(f"  this run:   {mlflow_run.runs_url(uri, experiment_id, run_id)}")
     print("\n".join(lines))

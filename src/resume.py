@@ -2,7 +2,8 @@
 
 The run's own command line comes back first (src/resume_command.py). The run is reopened
 only once its config and data show the resumed training would be the one it started, and
-its checkpoint is there; a refusal changes nothing. What may differ is one list,
+its checkpoint is there (a KILLED or FAILED run keeps one; a FINISHED run's is removed,
+`remove_checkpoint`); a refusal changes nothing. What may differ is one list,
 `MAY_CHANGE`: more epochs extend the run (the schedule is stretched from the epoch it
 resumes at, recorded as a tag), and where and how the run is recorded, stored and fed. Any
 other setting would change the result, so a difference in it is refused in one line.
@@ -14,6 +15,7 @@ import fnmatch
 import logging
 import os
 import shlex
+import shutil
 from pathlib import Path
 
 from src.classifiers.checkpoint import load_checkpoint
@@ -51,9 +53,6 @@ def resume_state(spec: RunSpec, uri: str, data: PreparedData, precision: str) ->
     params, tags = run.data.params, run.data.tags
     if not mode.refines:
         raise UserError(f"resume= continues a refinement; classifier={spec.mode.name} has none")
-    checkpoint = Path(tags.get("checkpoint", ""))
-    if not checkpoint.is_file():
-        raise UserError(f"resume={run_id}: its checkpoint {checkpoint} is not there")
     config = {**spec.tracking.config, "precision": precision}  # as src/pipeline.py logs it
     now = {
         **{key: _param(value) for key, value in flatten(config).items()},
@@ -66,6 +65,14 @@ def resume_state(spec: RunSpec, uri: str, data: PreparedData, precision: str) ->
             f"may change only {', '.join(k for k in MAY_CHANGE if k != 'resume')}: start a "
             "new run for the rest)"
         )
+    checkpoint = Path(tags.get("checkpoint", ""))
+    if not checkpoint.is_file() and run.info.status == "FINISHED":
+        raise UserError(
+            f"resume={run_id}: the run FINISHED, and a finished run keeps no checkpoint "
+            "(only a KILLED or FAILED one does): start a new run for more epochs"
+        )
+    if not checkpoint.is_file():
+        raise UserError(f"resume={run_id}: its checkpoint {checkpoint} is not there")
     state = load_checkpoint(checkpoint)
     log.info(f"resuming run {run_id} after epoch {state['epoch']}")
     epochs = params.get("classifier.epochs")
@@ -99,6 +106,13 @@ def _param(value) -> str:
 
 def checkpoint_path(checkpoint_dir: Path, run_id: str) -> Path:
     return Path(checkpoint_dir).resolve() / run_id / "last.pt"
+
+
+def remove_checkpoint(checkpoint_dir: Path, run_id: str) -> None:
+    """A FINISHED run's checkpoint (its folder): only a KILLED or FAILED run is resumed, and
+    a refinement's checkpoint holds three copies of the network (weights, best weights,
+    momentum): hundreds of MB each run would otherwise leave behind."""
+    shutil.rmtree(checkpoint_path(checkpoint_dir, run_id).parent, ignore_errors=True)
 
 
 def what_is_kept(spec: RunSpec, run_id: str, ranks: Ranks) -> str:

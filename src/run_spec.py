@@ -86,7 +86,7 @@ class TrialSpec:
 class TrackingSpec:
     uri: str  # as configured (command line, then MLFLOW_TRACKING_URI, then the SQLite default)
     experiment: str
-    run_name: str
+    run_name: str  # as run_name() says; a repeat's `-2` is added as the run starts
     retry_seconds: float
     system_metrics: bool
     system_metrics_seconds: float
@@ -150,8 +150,7 @@ def describe_run(cfg: DictConfig) -> RunSpec:
         tracking=TrackingSpec(
             uri=str(cfg.tracking.uri),
             experiment=cfg.tracking.experiment or d.name or root.name,
-            run_name=cfg.tracking.run_name
-            or f"{c.name}-{cfg.model.name}-{r.size}px" + (f"-trial{t.number}" if t.study else ""),
+            run_name=run_name(cfg, sweep_job),
             retry_seconds=float(cfg.tracking.retry_seconds),
             system_metrics=bool(cfg.tracking.system_metrics),
             system_metrics_seconds=float(cfg.tracking.system_metrics_seconds),
@@ -172,6 +171,37 @@ def describe_run(cfg: DictConfig) -> RunSpec:
         if sweep_job and not t.study
         else None,
     )
+
+
+def run_name(cfg: DictConfig, sweep_job: bool) -> str:
+    """The run's name before a repeat's suffix (src/tracking/run_names.py): tracking.run_name
+    as given, else `<classifier>-<model>-<size>px`; in a sweep, which job it is comes first
+    and the values that job was given follow."""
+    from src.tracking.run_names import IN_THE_BASE_NAME, base_name, sweep_job_name
+
+    given, t = cfg.tracking.run_name, cfg.trial
+    default = base_name(cfg.classifier.name, cfg.model.name, cfg.resolution.size)
+    base = str(given) if given else default
+    if t.study:  # the Optuna sweeper says which keys it draws
+        job, keys = f"{t.study}#{t.number}", list(t.get("swept") or [])
+    elif sweep_job:  # a plain grid: the keys its command line sweeps
+        from src.tracking.grid_parent import swept_keys
+
+        hydra = HydraConfig.get()
+        job, keys = f"grid#{hydra.job.num}", swept_keys(Path(hydra.sweep.dir).resolve())
+    else:
+        return base
+    shown = [k for k in keys if given or k.lstrip("+~") not in IN_THE_BASE_NAME]
+    return sweep_job_name(job, base, {k.lstrip("+~"): chosen_value(cfg, k) for k in shown})
+
+
+def chosen_value(cfg: DictConfig, key: str):
+    """A key's value in this run: a config group's chosen option (`model` → resnet34)."""
+    key = key.lstrip("+~")
+    value = OmegaConf.select(cfg, key, default=None)
+    if not isinstance(value, DictConfig):
+        return value
+    return HydraConfig.get().runtime.choices.get(key, "?") if HydraConfig.initialized() else "?"
 
 
 def is_sweep_job() -> bool:

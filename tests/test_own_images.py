@@ -68,8 +68,8 @@ def test_a_run_logs_leaky_duplicates_the_dataset_overview_and_the_results_page(t
     split = {row["path"]: row for row in csv.DictReader(io.StringIO(artifact("data/split.csv")))}
     leaks = [pair for pair in copies if split[pair[0]]["split"] != split[pair[1]]["split"]]
     assert leaks, "the planted copies should straddle the split with this seed"
-    assert run.data.metrics["data/leaky_duplicates"] == len(leaks)
-    assert run.data.metrics["data/duplicate_groups"] == len(copies)
+    assert run.data.params["data.leaky_duplicates"] == str(len(leaks))
+    assert run.data.params["data.duplicate_groups"] == str(len(copies))
     listed = csv.DictReader(io.StringIO(artifact("data/leaky_duplicates.tsv")), delimiter="\t")
     assert {row["path"] for row in listed} == {path for pair in leaks for path in pair}
     assert f"{len(leaks)} group(s) of duplicate images straddle train/val/test" in result.stdout

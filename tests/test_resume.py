@@ -6,6 +6,7 @@ its first epoch's line is shown, resumed with one more epoch, then resumes that 
 import copy
 import dataclasses
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,6 +59,22 @@ class CtrlCAfterLine(logging.Handler):
             raise KeyboardInterrupt
 
 
+def interrupt_at_first_epoch(overrides: list[str]) -> tuple[Interrupted, list[str]]:
+    """Run in process and press Ctrl-C as its epoch 0 line is shown: what the run said on
+    stopping, and the training's lines."""
+    training_log = logging.getLogger("src.classifiers.dnn")
+    ctrl_c, level = CtrlCAfterLine("epoch 0:"), training_log.level
+    training_log.addHandler(ctrl_c)
+    training_log.setLevel(logging.INFO)
+    try:
+        with pytest.raises(Interrupted) as stopped:
+            pipeline(spec_of(*overrides), CPU)
+    finally:
+        training_log.removeHandler(ctrl_c)
+        training_log.setLevel(level)
+    return stopped.value, ctrl_c.shown
+
+
 @pytest.fixture(scope="module")
 def interrupted(textures, tmp_path_factory):
     """A run with lr=auto, stopped by Ctrl-C as its epoch 0 line is shown."""
@@ -79,24 +96,15 @@ def interrupted(textures, tmp_path_factory):
         f"tracking.uri=sqlite:///{tmp}/m.db",
         f"paths.data_dir={tmp}/data",
     ]
-    training_log = logging.getLogger("src.classifiers.dnn")
-    ctrl_c, level = CtrlCAfterLine("epoch 0:"), training_log.level
-    training_log.addHandler(ctrl_c)
-    training_log.setLevel(logging.INFO)
-    try:
-        with pytest.raises(Interrupted) as stopped:
-            pipeline(spec_of(*overrides), CPU)
-    finally:
-        training_log.removeHandler(ctrl_c)
-        training_log.setLevel(level)
+    stopped, shown = interrupt_at_first_epoch(overrides)
     client = MlflowClient(f"sqlite:///{tmp}/m.db")
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     return {
         "overrides": overrides,
         "client": client,
         "run": run,
-        "shown": ctrl_c.shown,
-        "message": str(stopped.value),
+        "shown": shown,
+        "message": str(stopped),
     }
 
 
@@ -120,6 +128,13 @@ def test_ctrl_c_as_an_epoch_line_is_shown_says_that_epoch_is_kept(interrupted):
     assert interrupted["shown"][-1].startswith("epoch 0:")
     assert interrupted["message"].startswith("interrupted after epoch 0; continue with: ")
     assert interrupted["run"].info.status == "KILLED"
+
+
+def test_a_run_that_finishes_leaves_no_checkpoint(story):
+    """KILLED, it kept one (the Ctrl-C line reads its epoch from it); FINISHED, none."""
+    run = story["client"].get_run(story["run_id"])
+    assert run.info.status == "FINISHED"
+    assert not Path(run.data.tags["checkpoint"]).parent.exists()
 
 
 def test_a_resumed_lr_auto_run_keeps_the_rate_its_range_test_chose(story):

@@ -2,8 +2,10 @@
 
 A version is made from a run (its logged `model`), or from a sweep: the completed trial with
 the best validation class-averaged accuracy (the objective sweeps maximise; model selection
-never looks at test metrics). The version carries its run's headline metrics as tags and in
-its description, so the registry shows what was deployed; a version trained from random
+never looks at test metrics). A sweep keeps only its best trial's model: another trial's
+is logged again first, by training it again exactly (src/deployment/refit.py). The version
+carries its run's headline metrics as tags and in its description, so the registry shows
+what was deployed; a version trained from random
 weights (run tag `pretrained=false`, `model.weights=none`) says so in a tag and in the first
 line of its description, so it is not taken for a real model. Aliases (`champion`, ...) replace
 the stages MLflow 3 deprecated: `models:/<name>@<alias>` always means the aliased version.
@@ -15,11 +17,18 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from src.data.split import SPLITS
+from src.deployment.refit import log_model_again
 from src.errors import UserError
+from src.tracking.study_models import (  # noqa: F401 - src.register's names for them
+    MODEL_NAME,
+    OBJECTIVE,
+    STUDY_TAG,
+    TRIAL_TAG,
+    best_run_of_study,
+    final,
+    logged_models,
+)
 
-MODEL_NAME = "model"  # the name `src.run` logs its model under
-OBJECTIVE = "val/class_avg_accuracy"  # what a sweep maximises; picks a study's best trial
-STUDY_TAG, TRIAL_TAG = "optuna.study", "optuna.trial"  # set on each trial's run by sweeps
 HEADLINE = [
     f"{split}/{metric}"
     for split in SPLITS
@@ -40,58 +49,14 @@ def find_run(client: MlflowClient, run_id: str) -> Run:
         raise UserError(f"no run with id {run_id!r} in {client.tracking_uri}") from None
 
 
-def final(metrics: dict, name: str) -> float | None:
-    """The final model's value of a metric. A refinement logs `val/class_avg_accuracy` per
-    epoch (its latest value is the last epoch's) and the final model's as
-    `val/eval_class_avg_accuracy`; other runs log the final value under the plain name."""
-    split, _, metric = name.partition("/")
-    return metrics.get(f"{split}/eval_{metric}", metrics.get(name))
-
-
-def best_run_of_study(client: MlflowClient, study: str) -> Run:
-    """The study's best completed trial by the final model's validation class-averaged
-    accuracy; ties go to the earlier trial. Pruned trials (FINISHED runs, but stopped
-    early and without a model) and failed ones are left out."""
-    if "'" in study:
-        raise UserError(f"study name {study!r} contains a quote")
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    runs = _all_runs(client, experiments, f"tags.`{STUDY_TAG}` = '{study}'")
-    if not runs:
-        raise UserError(
-            f"no runs of study {study!r} in {client.tracking_uri} "
-            f"(none is tagged {STUDY_TAG}={study})"
-        )
-    completed = [
-        run
-        for run in runs
-        if run.info.status == "FINISHED"
-        and final(run.data.metrics, OBJECTIVE) is not None
-        and run.data.tags.get("optuna.pruned") != "true"
-        and run.data.tags.get("optuna.state", "COMPLETE") == "COMPLETE"
-    ]
-    if not completed:
-        raise UserError(f"study {study!r} has no completed trial run with the metric {OBJECTIVE}")
-    return max(
-        completed,
-        key=lambda run: (final(run.data.metrics, OBJECTIVE), -run.info.start_time),
-    )
-
-
 def register_run(client: MlflowClient, run: Run, name: str, alias: str | None) -> ModelVersion:
     """A new version of registered model `name` from the run's logged model, aliased `alias`."""
     run_id = run.info.run_id
     if run.info.status != "FINISHED":
         raise UserError(f"run {run_id} is {run.info.status}; only a finished run is registered")
-    logged = [
-        m
-        for m in client.search_logged_models(
-            [run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
-        )
-        if m.name == MODEL_NAME
-    ]
-    if not logged:
-        raise UserError(f"run {run_id} has no logged model named {MODEL_NAME!r}")
-    model = logged[-1]
+    logged = logged_models(client, run)
+    # a sweep trial keeps its model only while best: any other's is logged again, exactly
+    model = logged[-1] if logged else log_model_again(client, run)
     try:
         _ensure_registered_model(client, name)
         version = client.create_model_version(
@@ -151,13 +116,3 @@ def _ensure_registered_model(client: MlflowClient, name: str) -> None:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name)
-
-
-def _all_runs(client: MlflowClient, experiments: list[str], filter_string: str) -> list[Run]:
-    runs, token = [], None
-    while True:
-        page = client.search_runs(experiments, filter_string, page_token=token)
-        runs += page
-        token = page.token
-        if not token:
-            return runs

@@ -25,6 +25,7 @@ STARTUP_TIMEOUT = 120  # s; loading torch, MLflow and the model takes ~10 s on 2
 class Server:
     url: str  # http://127.0.0.1:<port>; requests go to f"{url}/invocations"
     process_group: int  # the server and its uvicorn worker (to measure their memory)
+    log: Path  # its output so far (removed when the block ends)
 
 
 @contextmanager
@@ -36,6 +37,8 @@ def scoring_server(
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     environment = dict(os.environ)
+    # MLflow's per-file download bar, one line per file in a log (about 100 for a model)
+    environment.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if tracking_uri:
         environment["MLFLOW_TRACKING_URI"] = tracking_uri
     command = [
@@ -52,7 +55,7 @@ def scoring_server(
             )  # fmt: skip
             try:
                 wait_until_up(url, server, log)
-                yield Server(url, server.pid)
+                yield Server(url, server.pid, log)
             finally:
                 stop(server)
 

@@ -95,21 +95,36 @@ def batch_sizes(folder: Path) -> list[int] | None:
     cannot be told (another sweeper, a file that is not there)."""
     try:
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-        from omegaconf import OmegaConf
 
-        config = OmegaConf.load(folder / "multirun.yaml").hydra
-        if config.sweeper.get("_target_") != BASIC_SWEEPER:
+        sweeper, overrides = _launch_overrides(folder)
+        if sweeper.get("_target_") != BASIC_SWEEPER:
             return None
-        params = config.sweeper.get("params") or {}
-        arguments = [f"{k}={v}" for k, v in params.items()] + list(config.overrides.task)
-        parser = OverridesParser.create(config_loader=_config_loader())
-        batches = BasicSweeper.split_arguments(
-            parser.parse_overrides(arguments), config.sweeper.get("max_batch_size")
-        )
+        batches = BasicSweeper.split_arguments(overrides, sweeper.get("max_batch_size"))
     except Exception:  # noqa: BLE001 - unknown: each job then ends its parent as it ends
         return None
     return [len(batch) for batch in batches]
+
+
+def swept_keys(folder: Path) -> list[str]:
+    """The keys the launch's command line sweeps (`model=resnet18,resnet34`): what tells its
+    jobs apart, for their run names; [] where that cannot be told."""
+    try:
+        _, overrides = _launch_overrides(folder)
+    except Exception:  # noqa: BLE001 - a name without the values is still a name
+        return []
+    return [o.get_key_element() for o in overrides if o.is_sweep_override()]
+
+
+def _launch_overrides(folder: Path):
+    """(hydra.sweeper, the parsed command line) of the launch, from its multirun.yaml."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.load(folder / "multirun.yaml").hydra
+    params = config.sweeper.get("params") or {}
+    arguments = [f"{k}={v}" for k, v in params.items()] + list(config.overrides.task)
+    parser = OverridesParser.create(config_loader=_config_loader())
+    return config.sweeper, parser.parse_overrides(arguments)
 
 
 def _grid_job() -> tuple[Path, int] | None:

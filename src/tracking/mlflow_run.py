@@ -246,10 +246,14 @@ def git_commit(folder: Path) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def runs_url(uri: str, experiment_id: str, run_id: str | None = None) -> str:
-    """The MLflow UI's runs table of an experiment (or one run's page), in the training view."""
+def runs_url(
+    uri: str, experiment_id: str, run_id: str | None = None, view: str | None = None
+) -> str:
+    """The MLflow UI's runs table of an experiment (or one run's page), in the training view;
+    `view`: a saved view's key (src/tracking/runs_view.py), which sets its columns and order."""
     route = f"experiments/{experiment_id}/runs" + (f"/{run_id}" if run_id else "")
-    return f"{ui_address(uri)}/#/{route}?{TRAINING_VIEW}"
+    shared = f"&viewStateShareKey={urllib.parse.quote(view)}" if view else ""
+    return f"{ui_address(uri)}/#/{route}?{TRAINING_VIEW}{shared}"
 
 
 def model_version_url(uri: str, name: str, version: str) -> str:

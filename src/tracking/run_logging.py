@@ -33,23 +33,22 @@ def log_data(data: PreparedData, out: Path) -> None:
         + ", ".join(f"{n} {s}" for s, n in counts.items())
         + (f", {len(data.skipped)} skipped" if data.skipped else "")
     )
+    leaks = data.leaky_duplicates()
+    absent = data.absent_classes()
+    # Counts as params, not metrics: one value each, which the UI would draw as a chart of
+    # its own, mostly zeros, in a `data` section ahead of the test scores (sections sort by
+    # name). As params they are columns of the runs table, and its search filters on them.
     log_params_once(
         {
             "data.fingerprint": data.fingerprint,
             "data.root": str(data.root),
             "data.classes": ",".join(data.classes),
-        }
-    )
-    leaks = data.leaky_duplicates()
-    absent = data.absent_classes()
-    mlflow.log_metrics(
-        {
-            "data/skipped_files": len(data.skipped),
-            "data/duplicate_groups": len(data.duplicates),
-            "data/leaky_duplicates": len(leaks),
-            **{f"data/{s}_images": n for s, n in counts.items()},
+            "data.skipped_files": len(data.skipped),
+            "data.duplicate_groups": len(data.duplicates),
+            "data.leaky_duplicates": len(leaks),
+            **{f"data.{s}_images": n for s, n in counts.items()},
             # a class with no images in a split has no metrics there (not zeros)
-            **{f"data/{s}_absent_classes": len(names) for s, names in absent.items()},
+            **{f"data.{s}_absent_classes": len(names) for s, names in absent.items()},
         }
     )
     mlflow.set_tags({f"data.absent_classes.{s}": ",".join(n) for s, n in absent.items() if n})

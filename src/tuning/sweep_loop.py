@@ -30,9 +30,12 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from src.errors import UserError, exit_with_error
+from src.modes import MODES
 from src.overrides import override, prepare_overrides
 from src.tracking import mlflow_run
 from src.tracking.parent_runs import find_or_create_parent, parent_status
+from src.tracking.runs_view import save_runs_view, swept_params
+from src.tracking.study_models import keep_best_model
 from src.tuning.search_space import (
     describe,
     grid,
@@ -118,6 +121,7 @@ def _run_sweep(sweeper, arguments: list[str]):
         study_name,
         {"sweep.study": study_name, "sweep.storage": redact(storage_url), "sweep.kind": "optuna"},
     )
+    view = _save_runs_view(cfg, uri, experiment, study_name, space)  # while the server answers
     context = {
         "sweeper": sweeper,
         "study": study,
@@ -165,10 +169,10 @@ def _run_sweep(sweeper, arguments: list[str]):
             _end_parent(context, stopped)
         if lost != "storage":
             links = {
-                "runs table": mlflow_run.runs_url(uri, experiment),
+                "runs table": mlflow_run.runs_url(uri, experiment, view=view),
                 "parent run": mlflow_run.runs_url(uri, experiment, parent),
             }
-            print(summary(study, space.fixed, links))
+            print(summary(study, space.fixed, links, mlflow_run.ui_command(uri)))
     if context["errors"]:
         raise UserError(context["errors"][0])
     return study.best_trial if counts(study)["done"] else None
@@ -353,6 +357,7 @@ def _run_trial(context: dict, trial: optuna.Trial, params: dict) -> None:
         override("trial.storage", _storage_url(sweeper)),
         f"trial.number={trial.number}",
         override("trial.parent_run_id", context["parent"]),
+        "trial.swept=[" + ",".join(f"'{key}'" for key in params) + "]",  # for the run's name
     ]
     job = [*context["space"].fixed, *(override(k, v) for k, v in params.items()), *link]
     described = describe(params, context["space"].fixed)
@@ -383,6 +388,7 @@ def _run_trial(context: dict, trial: optuna.Trial, params: dict) -> None:
 
 def _refresh(uri: str, parent: str, study: optuna.Study) -> None:
     try:
+        keep_best_model(uri, parent, study.study_name)  # one logged model per study
         refresh_parent(uri, parent, study)
     except Exception as report_error:  # noqa: BLE001 - figures must not stop a sweep
         if mlflow_run.server_unreachable(uri):
@@ -420,6 +426,20 @@ def _fail_unfinished(study: optuna.Study, reason: str) -> None:
 def _known(cfg, key: str) -> bool:
     groups = set(OmegaConf.to_container(cfg.hydra.runtime.choices))
     return key in groups or OmegaConf.select(cfg, key, default="\0missing") != "\0missing"
+
+
+def _save_runs_view(cfg, uri: str, experiment: str, study_name: str, space) -> str:
+    """The study's trials in the runs table, best first, with the searched values as columns."""
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    searched = space.distributions
+    mode = MODES.get(cfg.classifier.get("name"))  # a searched classifier mixes both objectives
+    return save_runs_view(
+        uri,
+        experiment,
+        refined="classifier" not in searched and mode is not None and mode.refines,
+        study=study_name,
+        params=swept_params(searched, choices, OmegaConf.to_container(cfg)),
+    )
 
 
 def _experiment_name(cfg) -> str:

@@ -57,9 +57,15 @@ def reproduce_command(fixed: list[str], params: dict) -> str:
     return "python -m src.run " + " ".join(shlex.quote(a) for a in [*fixed, *chosen])
 
 
-def summary(study: optuna.Study, fixed: list[str], links: dict[str, str] | None = None) -> str:
+def summary(
+    study: optuna.Study,
+    fixed: list[str],
+    links: dict[str, str] | None = None,
+    ui_command: str | None = None,
+) -> str:
     """The closing lines of a sweep: trials by state, the best one and how to repeat it, and
-    `links` (what → URL: the runs table, the parent run) to look at it in the MLflow UI."""
+    `links` (what → URL: the runs table, the parent run) to look at it in the MLflow UI,
+    after the command that starts the UI where the store needs one (as a single run ends)."""
     trials = study.get_trials(deepcopy=False)
     states = [t.state for t in trials if not t.user_attrs.get(NOT_RUN)]
     counted = [f"{states.count(s)} {s.name.lower()}" for s in TrialState if states.count(s)]
@@ -73,6 +79,8 @@ def summary(study: optuna.Study, fixed: list[str], links: dict[str, str] | None 
             "  " + describe(best.params, fixed),
             f"reproduce it: {reproduce_command(fixed, best.params)}",
         ]
+    if ui_command:
+        lines.append(f"compare runs: {ui_command}")
     width = max((len(what) for what in links or {}), default=0)
     lines += [f"  {what + ':':<{width + 1}} {url}" for what, url in (links or {}).items()]
     return "\n".join(lines)

@@ -14,6 +14,8 @@ def claim(text: str) -> str:
 QUICK_START = claim(f"{INSTALL} && python -m src.run")
 TESTS = claim(f"{INSTALL} && pytest")  # what .ci/run runs
 UI = claim("mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db")
+# run by tests/tracking/test_readme_recipes.py, in the folder of a run made as the README says
+LOAD_TABLE = claim('import mlflow\n\nmlflow.set_tracking_uri("sqlite:///mlruns/mlflow.db")')
 OWN_FOLDER = claim("python -m src.run dataset=folder dataset.root=~/pics/fashion model=resnet50")
 QUICK_LOOK = claim("python -m src.run dataset=folder dataset.root=~/pics/fashion dataset.max")
 DOWNLOAD = claim("python -m src.download urls=fashionTextureUrls.tsv name=fashionTexture")
@@ -36,7 +38,10 @@ TORCHRUN_CPU = claim(
 )
 REGISTER_RUN = claim("python -m src.register run_id=<run id>")
 REGISTER_STUDY = claim("python -m src.register study=<study name>")
-SERVE = claim("MLFLOW_TRACKING_URI=sqlite:///mlruns/mlflow.db mlflow models serve")
+SERVE = claim(
+    "MLFLOW_TRACKING_URI=sqlite:///mlruns/mlflow.db MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false "
+    "mlflow models serve"
+)
 CURL = claim("curl -s localhost:5001/invocations")
 CLIENT = claim("import base64\nimport time\n\nimport requests\n")  # the Python client
 PREDICT = claim("python -m src.predict model=models:/fashion-texture@champion")

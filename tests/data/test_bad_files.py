@@ -96,7 +96,7 @@ def test_a_run_on_a_folder_with_bad_files_skips_counts_and_lists_them(tmp_path):
         assert f"skipped {relpath}: corrupt or truncated " in result.stdout
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert run.data.metrics["data/skipped_files"] == len(placed)
+    assert run.data.params["data.skipped_files"] == str(len(placed))
     listed = client.download_artifacts(run.info.run_id, "data/skipped_files.tsv", str(tmp_path))
     rows = list(csv.DictReader(io.StringIO(Path(listed).read_text()), delimiter="\t"))
     assert sorted(r["path"] for r in rows) == sorted(placed)

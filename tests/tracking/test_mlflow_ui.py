@@ -149,3 +149,64 @@ def test_the_printed_links_open_the_training_view_on_the_runs_table_and_the_run(
         i["dataset"] for i in child["inputs"]["dataset_inputs"] if i["tags"][0]["value"] == "train"
     )
     assert f"synthetic_textures-train ({train['digest']})" in text, text  # its Datasets
+
+
+# A small sweep whose trials score differently on validation (0.33, 0.67, 0.33: the seed
+# changes the split and the random weights), recorded on a tracking server over HTTP
+SWEEP = [
+    "sweep=svm",
+    "model=choice(resnet18)",
+    "resolution=choice(112)",
+    "resolution.size=32",
+    "seed=choice(0,1,2)",
+    "hydra.sweeper.n_trials=3",
+]
+SCREEN = "--window-size=1400,900"  # a laptop's browser window
+OBJECTIVE = "val/class_avg_accuracy"
+
+
+@pytest.fixture(scope="module")
+def sweep_on_server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sweep")
+    process, uri = start_mlflow_server(tmp / "server", f"sqlite:///{tmp}/server.db")
+    try:
+        result = run_cli(*SWEEP, f"tracking.uri={uri}", tmp=tmp, multirun=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        yield uri, result.stdout
+    finally:
+        stop_mlflow_server(process)
+
+
+@needs_chromium
+def test_the_printed_runs_table_shows_the_objective_on_the_first_screen_best_run_first(
+    sweep_on_server, tmp_path
+):
+    server, stdout = sweep_on_server
+    link = re.findall(r"runs table: (\S+)", stdout)[-1]  # the sweep's own, after its trials'
+    experiment = re.search(r"/experiments/(\d+)/", link).group(1)
+    found = api(server, "POST", "runs/search", experiment_ids=[experiment])["runs"]
+    scores = {
+        run["info"]["run_id"]: {m["key"]: m["value"] for m in run["data"]["metrics"]}[OBJECTIVE]
+        for run in found
+        if any(t["key"] == "optuna.study" for t in run["data"]["tags"])
+    }
+    ranked = sorted(scores, key=scores.get, reverse=True)
+    assert len(ranked) == 3 and scores[ranked[0]] > scores[ranked[1]], scores  # one best
+    shot = chromium(
+        SCREEN, "--virtual-time-budget=30000", "--screenshot=/tmp/runs_view.png", link, cwd=tmp_path
+    )
+    assert "written to file" in shot.stderr + shot.stdout, shot.stderr[-2000:]
+    dom = chromium(SCREEN, "--virtual-time-budget=30000", "--dump-dom", link, cwd=tmp_path).stdout
+    # The grid renders only the columns in view; the objective's header is there, and at
+    # the left of the scrolling part (the pinned run name and date take ~410 px, the
+    # side bar ~200, and ~370 px of the 1400 stay in view beside MLflow's assistant panel)
+    header = re.search(
+        rf'role="columnheader"[^>]*col-id="metrics.`{OBJECTIVE}`"[^>]*'
+        r'style="left: (\d+)px; width: (\d+)px;"',
+        dom,
+    )
+    assert header, page_text(dom)
+    assert int(header.group(1)) + int(header.group(2)) <= 370
+    assert OBJECTIVE in page_text(dom)
+    first_rows = set(re.findall(r'row-index="0" row-id="([0-9a-f]{32})"', dom))
+    assert first_rows == {ranked[0]}, (first_rows, scores)
