@@ -24,7 +24,7 @@ from src.tracking.study_models import (
 from src.tuning.trial_link import TrialLink
 from tests.conftest import fresh_store, run_cli
 from tests.deployment.conftest import run_module
-from tests.test_resume import interrupt_at_first_epoch, spec_of
+from tests.test_resume import interrupt_at_first_epoch, spec_of, tiny_refinement
 
 CPU = torch.device("cpu")
 
@@ -32,19 +32,7 @@ CPU = torch.device("cpu")
 @pytest.mark.slow  # two refinement runs in process (test_resume.py's story checks the end)
 def test_a_killed_run_keeps_its_checkpoint_until_its_resume_finishes(textures, tmp_path):
     fresh_store(tmp_path / "m.db")
-    overrides = [
-        "classifier=dnn",
-        "dataset=folder",
-        f"dataset.root={textures}",
-        "dataset.max_images_per_class=4",
-        "resolution.size=32",
-        "model.weights=none",
-        "classifier.epochs=1",
-        "num_workers=0",
-        "tracking.system_metrics=false",
-        f"tracking.uri=sqlite:///{tmp_path}/m.db",
-        f"paths.data_dir={tmp_path}/data",
-    ]
+    overrides = tiny_refinement(textures, tmp_path)
     interrupt_at_first_epoch(overrides)
     client = MlflowClient(f"sqlite:///{tmp_path}/m.db")
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])

@@ -59,6 +59,25 @@ class CtrlCAfterLine(logging.Handler):
             raise KeyboardInterrupt
 
 
+def tiny_refinement(textures: Path, tmp: Path, *more: str) -> list[str]:
+    """A refinement of seconds, in process: 4 images per class at 32 px, random weights, one
+    epoch, stored under `tmp`; `more` overrides on top."""
+    return [
+        "classifier=dnn",
+        "dataset=folder",
+        f"dataset.root={textures}",
+        "dataset.max_images_per_class=4",
+        "resolution.size=32",
+        "model.weights=none",
+        "classifier.epochs=1",
+        *more,
+        "num_workers=0",
+        "tracking.system_metrics=false",
+        f"tracking.uri=sqlite:///{tmp}/m.db",
+        f"paths.data_dir={tmp}/data",
+    ]
+
+
 def interrupt_at_first_epoch(overrides: list[str]) -> tuple[Interrupted, list[str]]:
     """Run in process and press Ctrl-C as its epoch 0 line is shown: what the run said on
     stopping, and the training's lines."""
@@ -80,22 +99,8 @@ def interrupted(textures, tmp_path_factory):
     """A run with lr=auto, stopped by Ctrl-C as its epoch 0 line is shown."""
     tmp = tmp_path_factory.mktemp("resume")
     fresh_store(tmp / "m.db")
-    # tiny: 4 images per class at 32 px, random weights, a 3-step range test, one epoch
-    overrides = [
-        "classifier=dnn",
-        "dataset=folder",
-        f"dataset.root={textures}",
-        "dataset.max_images_per_class=4",
-        "resolution.size=32",
-        "model.weights=none",
-        "classifier.epochs=1",
-        "classifier.lr=auto",
-        "classifier.lr_find.steps=3",
-        "num_workers=0",
-        "tracking.system_metrics=false",
-        f"tracking.uri=sqlite:///{tmp}/m.db",
-        f"paths.data_dir={tmp}/data",
-    ]
+    # with a 3-step range test first
+    overrides = tiny_refinement(textures, tmp, "classifier.lr=auto", "classifier.lr_find.steps=3")
     stopped, shown = interrupt_at_first_epoch(overrides)
     client = MlflowClient(f"sqlite:///{tmp}/m.db")
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])

@@ -38,6 +38,7 @@ REQUIREMENTS = (
 )
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the `src` package, shipped with the model
 SERVED_MODEL_CODE = PACKAGE_DIR / "deployment" / "served_model_code.py"
+MODEL_NAME = "model"  # the name every run logs its model under (src.register looks it up)
 # on a sweep trial's run whose model is not (or no longer) logged: why, and what logs it
 MODEL_KEPT_TAG = "model.kept"
 NOT_BEST = "no: not the study's best when it finished; python -m src.register logs it"
@@ -62,7 +63,7 @@ def log_model(spec: dict, example_image: bytes, model_id: str | None = None) -> 
         network = Path(tmp) / "network.pt"
         torch.save(spec, network)
         info = mlflow.pyfunc.log_model(
-            name="model",
+            name=MODEL_NAME,
             python_model=str(SERVED_MODEL_CODE),
             artifacts={"network": str(network)},
             code_paths=[str(PACKAGE_DIR)],

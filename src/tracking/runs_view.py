@@ -18,16 +18,16 @@ import time
 
 from mlflow.tracking import MlflowClient
 
+from src.tracking.study_models import OBJECTIVE, STUDY_TAG
+
 TAG_PREFIX = "mlflow.sharedViewState."  # MLflow UI's
 URL_PARAMETER = "viewStateShareKey"  # MLflow UI's
-OBJECTIVE = "val/class_avg_accuracy"  # what a sweep maximises
 # A refinement logs OBJECTIVE once per epoch, and its final model's value under this name
 # (src/tracking/run_logging.py, log_evaluation): the table's value of OBJECTIVE is then the
 # last epoch's, not the final model's
 FINAL_OBJECTIVE = "val/eval_class_avg_accuracy"
 TEST_METRICS = ("test/accuracy", "test/class_avg_accuracy", "test/ece")
 TAGS = ("model", "classifier")  # src/pipeline.py run_tags
-STUDY_TAG = "optuna.study"  # every trial's run has it (src/pipeline.py run_tags)
 
 
 def save_runs_view(

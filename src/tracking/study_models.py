@@ -13,9 +13,13 @@ from mlflow.entities import LoggedModel, Run
 from mlflow.tracking import MlflowClient
 
 from src.errors import UserError
-from src.tracking.pyfunc_model import MODEL_KEPT_TAG, SUPERSEDED, delete_logged_model
+from src.tracking.pyfunc_model import (  # noqa: F401 - MODEL_NAME: src.register's name for it
+    MODEL_KEPT_TAG,
+    MODEL_NAME,
+    SUPERSEDED,
+    delete_logged_model,
+)
 
-MODEL_NAME = "model"  # the name `src.run` logs its model under
 OBJECTIVE = "val/class_avg_accuracy"  # what a sweep maximises; picks a study's best trial
 STUDY_TAG, TRIAL_TAG = "optuna.study", "optuna.trial"  # set on each trial's run by sweeps
 BEST_RUN_TAG, BEST_TRIAL_TAG, BEST_MODEL_TAG = (

@@ -60,7 +60,7 @@ class TrialLink:
     def is_best_so_far(self, objective: float) -> bool:
         """Is `objective` at least as good as every COMPLETE trial's value in the study's
         storage now? Only such a trial logs its model (src/pipeline.py `finish`): ties log
-        too, so whichever of them the sweep keeps (src/tuning/best_model.py) has its model.
+        too, so whichever of them the sweep keeps (src/tracking/study_models.py) has its model.
         Trials running in parallel may both log; the sweep deletes the one superseded."""
         done = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         values = [t.value for t in done if t.value is not None]
