@@ -63,8 +63,10 @@ def final_weights(client, run) -> dict:
 
 
 def start_cli(*overrides: str, tmp) -> subprocess.Popen:
-    """`run_cli`'s command, started in the background, Ctrl-C as in a terminal."""
+    """`run_cli`'s command, started in the background, Ctrl-C as in a terminal; what it
+    prints goes to `tmp`/output.log."""
     fresh_store(tmp / "mlruns" / "mlflow.db")
+    output = (tmp / "output.log").open("w")
     environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     return subprocess.Popen(
         [
@@ -78,8 +80,8 @@ def start_cli(*overrides: str, tmp) -> subprocess.Popen:
             *overrides,
         ],
         cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT,
         env=environment,
         preexec_fn=default_ctrl_c,
     )
@@ -90,12 +92,15 @@ def interrupted_run(tmp) -> str:
     keeps none to resume); its run id."""
     started = start_cli(*REFINE, "classifier.epochs=40", tmp=tmp)
     try:
-        deadline = time.time() + 300
-        while not list((tmp / "data" / "checkpoints").glob("*/last.pt")):
-            assert started.poll() is None and time.time() < deadline
+        deadline, log = time.time() + 300, tmp / "output.log"
+        # the first epoch kept and said: Ctrl-C then lands in the next epoch's training
+        while "epoch 0:" not in log.read_text() or not list(
+            (tmp / "data" / "checkpoints").glob("*/last.pt")
+        ):
+            assert started.poll() is None and time.time() < deadline, log.read_text()[-3000:]
             time.sleep(0.3)
         started.send_signal(signal.SIGINT)
-        assert started.wait(timeout=120) == 130
+        assert started.wait(timeout=120) == 130, log.read_text()[-3000:]
     finally:
         if started.poll() is None:
             started.kill()
