@@ -250,10 +250,29 @@ def fit(spec: RunSpec, job: Job, network: Network, *, run_id, resume, link, rank
     )
     if result.stopped_by:
         mlflow.set_tag("stopped_by", result.stopped_by)
+    if trained.refit is not None:
+        log_refit(trained.refit, len(job.paths("train")) + len(job.paths("val")))
     if link and link.pruned_at is not None:
         remove_checkpoint(spec.checkpoint_dir, run_id)  # a pruned trial is done: no resume
         return None  # a pruned trial: its network is not scored, nor an SVM fitted on it
     return mode.fit(job, trained, settings)
+
+
+def log_refit(history: list[dict[str, float]], images: int) -> None:
+    """Say that the served network was retrained on train + validation, and how it went."""
+    mlflow.set_tag(
+        "final_model",
+        f"retrained on train + validation ({images} images) for {len(history)} epochs, the "
+        "count validation chose; val/ metrics score the network trained without validation",
+    )
+    mlflow.log_metric("refit/epochs", len(history))
+    for epoch, metrics in enumerate(history):
+        mlflow.log_metrics(
+            {f"refit/{k.removeprefix('train/')}": metrics[k] for k in REFIT_METRICS}, step=epoch
+        )
+
+
+REFIT_METRICS = ("train/loss", "train/accuracy", "time/train_images_per_second")
 
 
 def feature_cache_key(spec: RunSpec, job: Job, weights) -> dict:
@@ -439,6 +458,7 @@ def print_summary(spec: RunSpec, weights, reports, fitted, uri, experiment_id, r
         f"  test AUC: micro {test['auc_micro']:.3f}, macro {test['auc_macro']:.3f}"
         + (f"; SVM C = {fitted.svm.C:g}" if fitted.svm is not None else "")
         + (f"; best epoch {fitted.training.best_epoch}" if fitted.training else "")
+        + (", retrained on train + val" if fitted.refit else "")
     )
     if why := fitted.calibration.fallback:
         lines.append(f"  calibration: temperature 1 kept: {why}")

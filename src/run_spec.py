@@ -408,6 +408,22 @@ RULES: dict[str, tuple[str, Callable[[object], bool]]] = {
     "classifier.crop": ("a number above 0, up to 1", lambda v: _number(v) and 0 < v <= 1),
     "classifier.jitter": NOT_NEGATIVE,
     "classifier.hflip": SWITCH,
+    "classifier.scale": (
+        "null, or [low, high] with 0 < low <= high <= 1",
+        lambda v: (
+            v is None
+            or isinstance(v, list)
+            and len(v) == 2
+            and all(_number(x) for x in v)
+            and 0 < v[0] <= v[1] <= 1
+        ),
+    ),
+    "classifier.label_smoothing": FRACTION,
+    "classifier.warmup_epochs": NOT_NEGATIVE,
+    "classifier.ema": FRACTION,
+    "classifier.optimizer": _one_of("sgd", "adamw"),
+    "classifier.refit": SWITCH,
+    "classifier.backbone_lr": ("a number above 0", lambda v: _number(v) and v > 0),
     "classifier.compile": SWITCH,
     "classifier.sync_batchnorm": SWITCH,
     "tracking.retry_seconds": NOT_NEGATIVE,

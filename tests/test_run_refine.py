@@ -150,6 +150,18 @@ def test_resumed_training_ends_where_a_straight_run_ends(resumed):
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
 
 
+def test_the_served_network_is_retrained_on_train_and_validation(resumed):
+    """At the default `classifier.refit=true` the served network is trained again on train +
+    validation for the epochs validation kept, and the run says so."""
+    _, _, straight_tmp, _ = resumed
+    client, (run,) = runs_of(straight_tmp)
+    kept = int(run.data.metrics["refine/best_epoch"])
+    assert run.data.metrics["refit/epochs"] == kept + 1
+    assert steps(client, run.info.run_id, "refit/loss") == list(range(kept + 1))
+    images = int(run.data.params["data.train_images"]) + int(run.data.params["data.val_images"])
+    assert f"retrained on train + validation ({images} images)" in run.data.tags["final_model"]
+
+
 def test_refined_model_predicts_softmax_scores_in_a_fresh_process(resumed, tmp_path):
     tmp, run_id, _, _ = resumed
     image = base64.b64encode(image_bytes(size=(90, 70))).decode()

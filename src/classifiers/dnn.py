@@ -29,8 +29,8 @@ from tqdm import tqdm
 from src.classifiers.callbacks import (
     MONITOR,
     Callback,
-    best_epoch,
     callback_name,
+    kept_epoch,
     should_stop_early,
 )
 from src.classifiers.checkpoint import restore_rng_state, save_checkpoint
@@ -64,8 +64,15 @@ class Refinement:
     max_train_images: int | None = None
     augment: bool = True
     crop: float = 0.9
+    scale: list[float] | None = None  # the scale-jitter crop's range of area shares
     jitter: float = 0.2
     hflip: bool = False
+    label_smoothing: float = 0.0
+    warmup_epochs: float = 0.0
+    ema: float = 0.0  # decay per step of the weights' moving average (0: none)
+    optimizer: str = "sgd"  # sgd | adamw
+    backbone_lr: float = 1.0  # the backbone's learning rate, as a share of the head's
+    refit: bool = True  # the served network: retrained on train + validation (`retrain`)
     compile: bool = False
     sync_batchnorm: bool = False  # under torchrun on GPUs: batch statistics over all processes
 
@@ -73,7 +80,7 @@ class Refinement:
 @dataclass
 class TrainingResult:
     history: list[dict[str, float]]  # one dict of metrics per epoch run, resumed ones included
-    best_epoch: int
+    best_epoch: int  # the epoch kept (callbacks.kept_epoch)
     stopped_by: str | None  # "early_stopping", a callback's name, or None (ran all epochs)
 
 
@@ -101,6 +108,8 @@ class Training:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     autocast: AbstractContextManager  # what the forward passes compute in
+    label_smoothing: float
+    ema: torch.optim.swa_utils.AveragedModel | None  # the averaged weights (validated, kept)
     items: EpochSampler | SeededItems  # set_epoch before each epoch
     train_loader: DataLoader
     val_loader: DataLoader
@@ -130,8 +139,9 @@ def train_network(
     for epoch in range(start, settings.epochs) if stopped_by is None else ():
         metrics = run_epoch(training, epoch)
         history.append(metrics)
-        if best_epoch(history) == epoch:
-            best_state = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
+        if kept_epoch(history, len(val[1])) == epoch:
+            kept = kept_model(training).state_dict()
+            best_state = copy.deepcopy({k: v.cpu() for k, v in kept.items()})
         if hooks.checkpoint is not None:
             save_checkpoint(
                 hooks.checkpoint, checkpoint_state(training, epoch, history, best_state)
@@ -144,7 +154,34 @@ def train_network(
             break
     if best_state is not None:
         model.load_state_dict(best_state)
-    return TrainingResult(history, best_epoch(history) if history else -1, stopped_by)
+    kept = kept_epoch(history, len(val[1])) if history else -1
+    return TrainingResult(history, kept, stopped_by)
+
+
+def retrain(
+    model: ImageClassifier,
+    data: tuple[list[Path], np.ndarray],
+    settings: Refinement,
+    image: ImageSpec,
+    compute: Compute,
+    ranks: Ranks = SINGLE,
+) -> list[dict[str, float]]:
+    """Train `model` in place on `data` (train + validation) for `settings.epochs` epochs,
+    the number a training with validation chose; no validation, no early stopping, nothing
+    kept but the end (or its moving average). Returns each epoch's training metrics."""
+    no_validation = ([], np.zeros(0, np.int64))
+    training = start_training(model, data, no_validation, settings, image, compute, ranks)
+    history = []
+    for epoch in range(settings.epochs):
+        history.append(run_epoch(training, epoch))
+        log.info(
+            f"retraining epoch {epoch}: train loss {history[-1]['train/loss']:.3f}, accuracy "
+            f"{history[-1]['train/accuracy']:.3f} | "
+            f"{history[-1]['time/train_images_per_second']:.0f} img/s"
+        )
+    if training.ema is not None:
+        model.load_state_dict(training.ema.module.state_dict())
+    return history
 
 
 def start_training(
@@ -163,13 +200,7 @@ def start_training(
         _clamp_batch_size(settings.batch_size, len(train[0]), ranks.world_size)
     )
     model = model.to(device).to(memory_format=torch.channels_last)
-    if settings.freeze_backbone:
-        for parameter in model.featurizer.parameters():
-            parameter.requires_grad_(False)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(
-        trainable, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
-    )
+    optimizer = make_optimizer(model, settings)
     sampler = EpochSampler(
         train[1],
         settings.balance_classes,
@@ -179,7 +210,7 @@ def start_training(
         ranks.world_size,
     )
     steps_per_epoch = len(sampler) // batch_size + (
-        len(sampler) % batch_size > 0 and not lone_last_batch(len(sampler), batch_size)
+        len(sampler) % batch_size > 0 and not small_last_batch(len(sampler), batch_size)
     )
     step = ranks.wrap(model, device, settings.sync_batchnorm)
     items, train_loader, val_loader = epoch_loaders(
@@ -194,6 +225,8 @@ def start_training(
         autocast=autocast(device, compute.precision),
         # fp16 needs its gradients scaled to stay representable; bf16 and fp32 do not
         scaler=torch.amp.GradScaler(device.type, enabled=needs_grad_scaler(compute.precision)),
+        label_smoothing=settings.label_smoothing,
+        ema=weight_average(model, settings.ema),
         items=items,
         train_loader=train_loader,
         val_loader=val_loader,
@@ -201,6 +234,46 @@ def start_training(
         compute=compute,
         ranks=ranks,
     )
+
+
+def make_optimizer(model: ImageClassifier, settings: Refinement) -> torch.optim.Optimizer:
+    """SGD with momentum (the original's), or AdamW; the backbone at `backbone_lr` times
+    the head's rate (discriminative rates, fastai's `lr_mult`), a frozen backbone not at all."""
+    if settings.freeze_backbone:
+        for parameter in model.featurizer.parameters():
+            parameter.requires_grad_(False)
+    backbone = [p for p in model.featurizer.parameters() if p.requires_grad]
+    groups = [  # the head first: its rate is the one logged as `lr`
+        {"params": list(model.head.parameters()), "lr": settings.lr, "lr_share": 1.0},
+        {
+            "params": backbone,
+            "lr": settings.lr * settings.backbone_lr,
+            "lr_share": settings.backbone_lr,
+        },
+    ]
+    groups = [g for g in groups if g["params"]]
+    if settings.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(
+            groups, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+        )
+    raise UserError(f"classifier.optimizer={settings.optimizer!r}; expected sgd or adamw")
+
+
+def weight_average(model: ImageClassifier, decay: float):
+    """An exponential moving average of the weights and batch-norm statistics, updated after
+    each step (None for decay 0): what validation scores and the run keeps."""
+    if not decay:
+        return None
+    return torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True
+    )
+
+
+def kept_model(training: Training) -> nn.Module:
+    """The weights an epoch is judged by and kept as: their moving average, if any."""
+    return training.model if training.ema is None else training.ema.module
 
 
 def go_on_from(training: Training, resume: dict | None):
@@ -211,6 +284,8 @@ def go_on_from(training: Training, resume: dict | None):
     training.optimizer.load_state_dict(resume["optimizer"])
     load_schedule(training.scheduler, resume["scheduler"])
     training.scaler.load_state_dict(resume["scaler"])
+    if training.ema is not None:
+        training.ema.load_state_dict(resume["ema"])
     restore_rng_state(resume["rng"])
     return resume["history"], resume["best_model"], resume["epoch"] + 1
 
@@ -222,6 +297,7 @@ def checkpoint_state(training: Training, epoch: int, history: list, best_state) 
         "optimizer": training.optimizer.state_dict(),
         "scheduler": training.scheduler.state_dict(),
         "scaler": training.scaler.state_dict(),
+        "ema": training.ema.state_dict() if training.ema is not None else None,
         "history": history,
         "best_model": best_state,
     }
@@ -248,8 +324,12 @@ def run_epoch(training: Training, epoch: int) -> dict[str, float]:
     started = time.perf_counter()
     loss_sum, correct, seen = ranks.sum(*train_one_epoch(training, epoch))
     training_seconds = time.perf_counter() - started
-    val_metrics = validate(
-        training.model, training.val_loader, training.val_labels, training.compute, ranks
+    val_metrics = (
+        validate(
+            kept_model(training), training.val_loader, training.val_labels, training.compute, ranks
+        )
+        if len(training.val_labels)
+        else {}  # retraining on train + validation: nothing held out
     )
     seconds = time.perf_counter() - started
     metrics = {
@@ -292,7 +372,10 @@ def train_one_epoch(training: Training, epoch: int) -> tuple[float, int, int]:
         labels = labels[keep].to(device, non_blocking=True)
         with training.autocast:
             logits = training.step(pixels)
-            loss = F.cross_entropy(logits.float(), labels) * weight
+            loss = (
+                F.cross_entropy(logits.float(), labels, label_smoothing=training.label_smoothing)
+                * weight
+            )
         if not torch.isfinite(loss):
             raise UserError(
                 f"the training loss became {loss.item()} in epoch {epoch} at learning rate "
@@ -303,6 +386,8 @@ def train_one_epoch(training: Training, epoch: int) -> tuple[float, int, int]:
         scaler.step(optimizer)
         scaler.update()
         training.scheduler.step()
+        if training.ema is not None:
+            training.ema.update_parameters(training.model)
         if weight:
             total_loss += loss.item() * len(labels)
             correct += (logits.argmax(1) == labels).sum().item()
@@ -318,7 +403,12 @@ def epoch_loaders(train, val, sampler, settings, image, compute, *, batch_size, 
     size, device, workers, seed = image.size, compute.device, compute.workers, compute.seed
     if settings.augment:
         transform = partial(
-            augment, size=size, crop=settings.crop, jitter=settings.jitter, hflip=settings.hflip
+            augment,
+            size=size,
+            crop=settings.crop,
+            jitter=settings.jitter,
+            hflip=settings.hflip,
+            scale=tuple(settings.scale) if settings.scale else None,
         )
         items = SeededItems(sampler, seed)  # each image's augmentation seeded by its own key
     else:
@@ -333,7 +423,7 @@ def epoch_loaders(train, val, sampler, settings, image, compute, *, batch_size, 
         sampler=items,
         seed=seed,
         persistent=True,
-        drop_last=lone_last_batch(len(sampler), batch_size),
+        drop_last=small_last_batch(len(sampler), batch_size),
     )
     val_set = image_files(ranks.shard(val[0]), image)
     val_loader = make_loader(val_set, batch_size, workers, device, persistent=True)
@@ -358,6 +448,7 @@ def make_scheduler(optimizer, settings: Refinement, steps_per_epoch: int):
     milestone epoch, lr/100 from the second); `cosine`: cosine decay to zero over all
     epochs; `onecycle`: warm-up then annealing (torch's OneCycleLR)."""
     total = max(1, settings.epochs * steps_per_epoch)
+    warmup = settings.warmup_epochs * steps_per_epoch
     if settings.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, settings.lr, total_steps=total)
     if settings.schedule == "cosine":
@@ -369,13 +460,20 @@ def make_scheduler(optimizer, settings: Refinement, steps_per_epoch: int):
         raise UserError(
             f"classifier.schedule={settings.schedule!r}; expected step, cosine or onecycle"
         )
+    if warmup > 0:  # linear from lr / warmup steps up to the schedule's rate
+        decay = factor
+        factor = lambda i: min(1.0, (i + 1) / warmup) * decay(i)  # noqa: E731
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def lone_last_batch(images: int, batch_size: int) -> bool:
-    """Would an epoch end on a batch of one image? It is dropped: batch norm cannot train on
-    a single image (with a 1x1 feature map it refuses to)."""
-    return images > 1 and images % batch_size == 1
+def small_last_batch(images: int, batch_size: int) -> bool:
+    """Would an epoch end on a batch of less than half the batch size? It is dropped (the
+    epoch's order is reshuffled, so every image is still seen). Batch norm trains on the
+    batch's own statistics: a batch of one it cannot train on, and with a 1x1 feature map (a
+    ResNet at 32 px) a batch of 2 gave statistics so wild that the network's logits reached
+    1e12 (18 images at batch 16: 16, then 2; retraining on train + validation hit it)."""
+    remainder = images % batch_size
+    return images > batch_size and 0 < remainder < batch_size / 2 or images > 1 and remainder == 1
 
 
 def load_schedule(scheduler, state: dict) -> None:

@@ -89,11 +89,15 @@ def find_lr(
                     continue
                 step = len(found.lrs)
                 lr = test.start * factor**step
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
+                for group in optimizer.param_groups:  # the backbone at its share of the head's
+                    group["lr"] = lr * group["lr_share"]
                 pixels, labels = pixels[keep].to(device), labels[keep].to(device)
                 with training.autocast:
-                    loss = F.cross_entropy(training.step(pixels).float(), labels)
+                    loss = F.cross_entropy(
+                        training.step(pixels).float(),
+                        labels,
+                        label_smoothing=training.label_smoothing,
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)

@@ -5,6 +5,7 @@ through `load_pixels`, so a deployed model gets exactly the pixels training saw.
 uint8 (H, W, 3) until they reach the model, which normalises them on its own device.
 """
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -86,25 +87,66 @@ def augment(
     crop: float = 0.9,
     jitter: float = 0.2,
     hflip: bool = False,
+    scale: tuple[float, float] | None = None,
 ) -> np.ndarray:
-    """Training pixels, as the original workflow made them: the letterboxed image, a random
-    square of `crop` times its side cut out and brought to `size`, then brightness, contrast
-    and saturation jittered by up to ±`jitter` (and mirrored, if `hflip`).
+    """Training pixels: a random crop brought to `size`, then brightness, contrast and
+    saturation jittered by up to ±`jitter` (and mirrored, if `hflip`).
 
-    The original letterboxed to twice the size, cut the square and resized it to `size`.
-    Letterboxing straight to size / crop and cutting a size x size square is the same picture
-    with one resize instead of two, and no upscaling to twice the size first."""
-    if not 0 < crop <= 1:
-        raise ValueError(f"crop={crop}: expected a share of the side in (0, 1]")
-    frame = round(size / crop)
-    boxed = letterbox(decode_image(data, at_least=frame), frame)
-    top, left = rng.integers(0, frame - size + 1, size=2)
-    pixels = boxed[top : top + size, left : left + size]
+    The crop is a scale-jitter crop when `scale` is given (`scale_crop`), else the original
+    workflow's: the letterboxed image, and a random square of `crop` times its side. The
+    original letterboxed to twice the size, cut the square and resized it to `size`;
+    letterboxing straight to size / crop and cutting a size x size square is the same
+    picture with one resize instead of two, and no upscaling to twice the size first."""
+    if scale is not None:
+        pixels = scale_crop(data, size, rng, scale)
+    else:
+        if not 0 < crop <= 1:
+            raise ValueError(f"crop={crop}: expected a share of the side in (0, 1]")
+        frame = round(size / crop)
+        boxed = letterbox(decode_image(data, at_least=frame), frame)
+        top, left = rng.integers(0, frame - size + 1, size=2)
+        pixels = boxed[top : top + size, left : left + size]
     if jitter > 0:
         pixels = colour_jitter(pixels, rng, jitter)
     if hflip and rng.random() < 0.5:
         pixels = pixels[:, ::-1]
     return np.ascontiguousarray(pixels)
+
+
+ASPECT_RATIOS = (3 / 4, 4 / 3)  # torchvision's RandomResizedCrop: the crop's width / height
+
+
+def scale_crop(
+    data: bytes, size: int, rng: np.random.Generator, scale: tuple[float, float]
+) -> np.ndarray:
+    """torchvision's RandomResizedCrop in uint8: a crop of a random share of the image's
+    area (in `scale`) and a random aspect ratio (log-uniform in ASPECT_RATIOS), at a random
+    place, resized to size x size. After 10 draws that do not fit, the largest central crop
+    of an allowed aspect ratio, as torchvision does.
+
+    The JPEG is decoded reduced while the smallest crop still has `size` px of side, so a
+    small crop is not cut from a decoder-shrunk image and upscaled."""
+    low, high = scale
+    if not 0 < low <= high <= 1:
+        raise ValueError(f"scale={list(scale)}: expected 0 < low <= high <= 1")
+    image = decode_image(data, at_least=math.ceil(size / math.sqrt(low)))
+    height, width = image.shape[:2]
+    area = height * width
+    log_ratios = np.log(ASPECT_RATIOS)
+    for _ in range(10):
+        target = area * rng.uniform(low, high)
+        ratio = math.exp(rng.uniform(*log_ratios))
+        w, h = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
+        if 0 < w <= width and 0 < h <= height:
+            top, left = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
+            return _resize(image[top : top + h, left : left + w], size, size)
+    ratio = min(max(width / height, ASPECT_RATIOS[0]), ASPECT_RATIOS[1])
+    w, h = (
+        (width, round(width / ratio)) if width / height < ratio else (round(height * ratio), height)
+    )
+    w, h = min(w, width), min(h, height)
+    top, left = (height - h) // 2, (width - w) // 2
+    return _resize(image[top : top + h, left : left + w], size, size)
 
 
 def colour_jitter(pixels: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:

@@ -74,6 +74,10 @@ class Network:
 
     model: nn.Module  # a featurizer (pixels → pooled features) or a whole ImageClassifier
     training: TrainingResult | None = None  # how its training went (refining modes)
+    # refined, then retrained on train + validation: the network trained on train alone,
+    # which scores validation (held out from it) and calibrates; None: `model` itself
+    held_out: nn.Module | None = None
+    refit: list[dict[str, float]] | None = None  # the retraining's epochs (None: none)
     # everything the fixed featurizer's outputs depend on: its features are cached under it
     # (set for modes with cached_features; None: computed every run)
     cache_key: dict | None = None
@@ -86,6 +90,7 @@ class Fitted:
     logits: dict[str, np.ndarray]  # by split: the model's own; their argmax is its decision
     svm: SvmFit | None = None
     training: TrainingResult | None = None  # how refinement went (refining modes)
+    refit: bool = False  # the network was retrained on train + validation after
     calibration: Calibration = Calibration(1.0)  # T for softmax(T * logits), as served
     maps: ClassMaps | None = None  # Grad-CAM of the test split (predicted and true class)
     featurize_images_per_second: float | None = None  # None: the features came from the cache
