@@ -174,10 +174,11 @@ def retrain(
     history = []
     for epoch in range(settings.epochs):
         history.append(run_epoch(training, epoch))
+        done = history[-1]  # worded apart from training's "epoch N: train loss" lines
         log.info(
-            f"retraining epoch {epoch}: train loss {history[-1]['train/loss']:.3f}, accuracy "
-            f"{history[-1]['train/accuracy']:.3f} | "
-            f"{history[-1]['time/train_images_per_second']:.0f} img/s"
+            f"retrained epoch {epoch} on train + validation: loss {done['train/loss']:.3f}, "
+            f"accuracy {done['train/accuracy']:.3f} | "
+            f"{done['time/train_images_per_second']:.0f} img/s"
         )
     if training.ema is not None:
         model.load_state_dict(training.ema.module.state_dict())
