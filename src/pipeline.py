@@ -53,6 +53,7 @@ from src.tracking import mlflow_run
 from src.tracking.datasets import log_dataset_inputs
 from src.tracking.epochs import EpochLogger, log_missing_epochs
 from src.tracking.grid_parent import grid_job, grid_parent
+from src.tracking.label_issues import find_label_issues, log_label_issues
 from src.tracking.pyfunc_model import MODEL_KEPT_TAG, NOT_BEST, encode_jpeg, log_model
 from src.tracking.run_logging import (
     absent_class_lines,
@@ -187,6 +188,8 @@ def pipeline(spec: RunSpec, device: torch.device, ranks: Ranks = distributed.SIN
                 mlflow.log_artifacts(str(out))
             else:
                 reports = finish(spec, job, data, fitted, out, datasets, link)
+                if spec.label_issues:
+                    issues_at = label_issues_step(spec, job, data, network, fitted, out)
                 remove_checkpoint(spec.checkpoint_dir, run_id)  # FINISHED: nothing to resume
     except mlflow_run.TrackingLost as lost:
         raise UserError(f"{lost}; {what_is_kept(spec, run_id, ranks)}") from None
@@ -200,6 +203,8 @@ def pipeline(spec: RunSpec, device: torch.device, ranks: Ranks = distributed.SIN
     if link and link.pruned_at is not None:
         raise optuna.TrialPruned(f"at epoch {link.pruned_at}")
     print_summary(spec, weights, reports, fitted, uri, run.info.experiment_id, run.info.run_id)
+    if spec.label_issues:
+        print(issues_at)
     return reports["val"]["class_avg_accuracy"]
 
 
@@ -350,6 +355,26 @@ def finish(
     log_test_predictions(job.files["test"], job.labels["test"], scores["test"], data.classes)
     mlflow.log_artifacts(str(out))
     return reports
+
+
+def label_issues_step(
+    spec: RunSpec, job: Job, data: PreparedData, network: Network, fitted: Fitted, out: Path
+) -> str:
+    """Find and log the run's label issues (src/tracking/label_issues.py); returns the line
+    that says what was found and where the list is."""
+    refines = mode_of(spec.mode.name).refines
+    issues, why_not = find_label_issues(
+        job, network, fitted, refines, data.classes, data.duplicates, spec.mode
+    )
+    title = f"label issues: {spec.model.name}, {job.image.size} px, {spec.mode.name} features"
+    csv = log_label_issues(issues, why_not, job, data.classes, data.root, out, title)
+    if issues is None:
+        return f"label issues: not looked for, {why_not}"
+    images = len(issues.flagged)
+    found = f"label issues: {len(issues.rows)} of {images} images flagged"
+    if issues.skipped:
+        found += f" ({issues.skipped})"
+    return f"{found}; list: {csv or 'label_issues/label_issues.csv in the run'}"
 
 
 def make_job(spec: RunSpec, data: PreparedData, device, workers: int, precision: str) -> Job:

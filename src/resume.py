@@ -42,6 +42,7 @@ MAY_CHANGE = (
     "dataset.root",  # where the images are: data.fingerprint compares the images themselves
     "trial.*",  # the sweep trial the run was, if it was one
     "resume",  # the run id itself (null when the run started)
+    "label_issues",  # a step after the model is made: it changes nothing of the model
 )
 
 

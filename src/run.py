@@ -31,6 +31,12 @@ register_model_options()  # model=NAME for every torchvision model, before anyth
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
+    return run_config(cfg)
+
+
+def run_config(cfg: DictConfig) -> float:
+    """The job of a composed config (also src.label_issues's, under its own hydra.main:
+    Hydra finds conf/ from the file of the function it decorates, run as __main__)."""
     from src.pipeline import run_job  # the heavy imports, once the command line is sound
     from src.run_spec import describe_run, is_sweep_job
 

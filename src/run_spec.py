@@ -109,6 +109,7 @@ class RunSpec:
     trial: TrialSpec | None
     multirun: bool  # one job of a sweep: errors go to the sweeper, which goes on
     grid_folder: str | None  # a plain Hydra grid's sweep folder (its jobs share a parent run)
+    label_issues: bool = False  # also rank the images whose label looks wrong (src.label_issues)
 
 
 def describe_run(cfg: DictConfig) -> RunSpec:
@@ -170,6 +171,7 @@ def describe_run(cfg: DictConfig) -> RunSpec:
         grid_folder=str(Path(HydraConfig.get().sweep.dir).resolve())
         if sweep_job and not t.study
         else None,
+        label_issues=bool(cfg.label_issues),
     )
 
 
@@ -362,6 +364,7 @@ SWITCH = ("true or false", lambda v: isinstance(v, bool))
 # classifier=svm) is not checked; tests/test_config.py checks that each names a real key.
 RULES: dict[str, tuple[str, Callable[[object], bool]]] = {
     "seed": INTEGER,
+    "label_issues": SWITCH,
     "dataset.max_images_per_class": COUNT_OR_NULL,
     "dataset.synthetic.images_per_class": COUNT,
     "dataset.synthetic.image_size": COUNT,

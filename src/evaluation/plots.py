@@ -112,3 +112,34 @@ def training_curve_figure(history: list[dict[str, float]], path: Path) -> Path:
         ax.legend()
         ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def label_issues_figure(
+    classes: list[str], flagged: list[int], sizes: list[int], noise_share: dict, path: Path
+) -> Path:
+    """Per class (by its given label): the share of its images flagged as label issues,
+    beside the share confident learning estimates to be mislabelled."""
+    fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(classes) + 2), 4))
+    at = np.arange(len(classes))
+    shares = [n / max(s, 1) for n, s in zip(flagged, sizes, strict=True)]
+    bars = ax.bar(at - 0.2, shares, 0.4, label="flagged")
+    estimated = [noise_share[c] for c in classes]  # NaN where the scores had no evidence
+    ax.bar(at + 0.2, estimated, 0.4, label="estimated mislabelled")
+    for bar, n, s in zip(bars, flagged, sizes, strict=True):
+        ax.annotate(
+            f"{n}/{s}",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize="small",
+        )
+    crowded = sum(len(c) for c in classes) > 6 * len(classes)  # names wider than their bars
+    ax.set_xticks(at, classes, rotation=25 if crowded else 0, ha="right" if crowded else "center")
+    highest = max([*shares, *(e for e in estimated if e == e), 0.05])
+    ax.set(
+        ylabel="share of the class's images",
+        ylim=(0, highest * 1.25 + 0.02),
+        title="label issues per given class",
+    )
+    ax.legend(fontsize="small")
+    return _save(fig, path)

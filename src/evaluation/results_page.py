@@ -79,16 +79,15 @@ def write_results_page(
         else ""
     )
     page = PAGE.format(
+        controls=CONTROLS.format(options=options, heat=HEAT_SWITCH if maps is not None else ""),
         title=_e(title),
         summary=_e(
             f"{len(files)} images, {len(files) - correct} mistakes, accuracy "
             f"{correct / max(len(files), 1):.3f}.{note}"
         ),
-        options=options,
         entries=entries,
         root=_e(str(dataset_root)),
         total=len(shown),
-        heat=HEAT_SWITCH if maps is not None else "",
         script=SCRIPT,
         style=STYLE,
     )
@@ -107,15 +106,6 @@ def _entry(
 ) -> str:
     pred = int(scores.argmax())
     ok = pred == true
-    top = list(np.argsort(-scores, kind="stable")[:BARS])
-    if true not in top:
-        top.append(true)
-    bars = "".join(
-        f'<div class="bar{" is-pred" if k == pred else ""}{" is-true" if k == true else ""}">'
-        f'<span class="name">{_e(classes[k])}</span><span class="track"><i style="width:'
-        f'{100 * scores[k]:.1f}%"></i></span><span class="p">{scores[k]:.2f}</span></div>'
-        for k in top
-    )
     verdict = (
         f'<span class="ok">&#10003;</span> {_e(classes[true])}'
         if ok
@@ -138,9 +128,23 @@ def _entry(
         f"{button}"
         f'<div class="path" title="{_e(f.relpath)}">{_e(f.relpath)}</div>'
         f'<div class="verdict">{verdict} <b>{scores[pred]:.2f}</b></div>'
-        f'<div class="bars">{bars}</div>'
+        f'<div class="bars">{_bars(scores, classes, true, pred)}</div>'
         f'<label class="pick"><input type="checkbox" class="tick"> relabel or set aside</label>'
         "</div>"
+    )
+
+
+def _bars(scores: np.ndarray, classes: list[str], true: int, pred: int) -> str:
+    """A bar per class score: the top BARS classes, and the true class if not among them;
+    `pred` is drawn red, `true` green."""
+    top = list(np.argsort(-scores, kind="stable")[:BARS])
+    if true not in top:
+        top.append(true)
+    return "".join(
+        f'<div class="bar{" is-pred" if k == pred else ""}{" is-true" if k == true else ""}">'
+        f'<span class="name">{_e(classes[k])}</span><span class="track"><i style="width:'
+        f'{100 * scores[k]:.1f}%"></i></span><span class="p">{scores[k]:.2f}</span></div>'
+        for k in top
     )
 
 
@@ -211,45 +215,51 @@ h1 { font-size: 17px; margin: 0 0 4px; }
 .heat { display: block; margin: 0 auto 4px; font-size: 11px; }
 """
 
+CONTROLS = """<label>show <select id="show"><option value="all">all</option>
+<option value="mistakes">mistakes</option><option value="correct">correct</option></select></label>
+<label>true class <select id="true"><option value="">any</option>{options}</select></label>
+<label>predicted <select id="pred"><option value="">any</option>{options}</select></label>
+<label>order <select id="sort"><option value="worst">worst mistakes first</option>
+<option value="unsure">least confident first</option>
+<option value="sure">most confident first</option><option value="path">by path</option>
+</select></label>
+{heat}"""
+
 HEAT_SWITCH = """<label>heat maps <select id="heat"><option value="off">off</option>
 <option value="pred">predicted class</option><option value="true">true class</option>
 </select></label>"""
 
-SCRIPT = """
-(function () {
-  const grid = document.getElementById('grid');
-  const items = Array.from(grid.querySelectorAll('.item'));
-  const get = (id) => document.getElementById(id);
-  const classes = Array.from(get('true').options).slice(1).map((o) => o.value);
-  const orders = {
-    worst: (a, b) => a.dataset.rank - b.dataset.rank,
-    unsure: (a, b) => a.dataset.score - b.dataset.score,
-    sure: (a, b) => b.dataset.score - a.dataset.score,
-    path: (a, b) => (a.dataset.path < b.dataset.path ? -1 : 1),
-  };
-  function update() {
-    const show = get('show').value, t = get('true').value, p = get('pred').value;
-    let visible = 0;
-    for (const el of items.slice().sort(orders[get('sort').value] || orders.worst)) {
-      grid.appendChild(el);
-      const wrong = el.classList.contains('wrong');
-      el.hidden = (show === 'mistakes' && !wrong) || (show === 'correct' && wrong) ||
-                  (t && el.dataset.true !== t) || (p && el.dataset.pred !== p);
-      if (!el.hidden) visible++;
-    }
-    get('count').textContent = 'showing ' + visible + ' of ' + items.length + ' images';
-    const state = new URLSearchParams({show: show, true: t, pred: p, sort: get('sort').value});
-    if (get('heat')) state.set('heat', get('heat').value);
-    try { history.replaceState(null, '', '#' + state); } catch (e) { /* sandboxed frame */ }
+CARDS_SCRIPT = """
+// Shared by the pages of cards (this one, label_issues_page.py): each card is an `.item` in
+// #grid with data-path, data-true (the label it has) and data-pred (the label a tick offers).
+const get = (id) => document.getElementById(id);
+function arrange(grid, items, compare, hidden) {
+  let visible = 0;
+  for (const el of items.slice().sort(compare)) {
+    grid.appendChild(el);
+    el.hidden = hidden(el);
+    if (!el.hidden) visible++;
   }
+  get('count').textContent = 'showing ' + visible + ' of ' + items.length + ' images';
+}
+// the filters live in the address's hash, so that a view can be linked to
+function restoreFromHash(ids, update) {
   const state = new URLSearchParams(location.hash.slice(1));
-  for (const id of ['show', 'true', 'pred', 'sort']) {
+  for (const id of ids) {
     const select = get(id);
     if (state.has(id) && Array.from(select.options).some((o) => o.value === state.get(id))) {
       select.value = state.get(id);
     }
     select.addEventListener('change', update);
   }
+  return state;
+}
+function saveToHash(ids) {
+  const state = new URLSearchParams();
+  for (const id of ids) if (get(id)) state.set(id, get(id).value);
+  try { history.replaceState(null, '', '#' + state); } catch (e) { /* sandboxed frame */ }
+}
+function tickToExport(grid, items, classes) {
   grid.addEventListener('change', (event) => {
     if (!event.target.classList.contains('tick')) return;
     const item = event.target.closest('.item');
@@ -283,6 +293,33 @@ SCRIPT = """
       link.remove();
     } catch (e) { /* the text box has it */ }
   });
+}
+"""
+
+SCRIPT = (
+    CARDS_SCRIPT
+    + """
+(function () {
+  const grid = get('grid');
+  const items = Array.from(grid.querySelectorAll('.item'));
+  const classes = Array.from(get('true').options).slice(1).map((o) => o.value);
+  const orders = {
+    worst: (a, b) => a.dataset.rank - b.dataset.rank,
+    unsure: (a, b) => a.dataset.score - b.dataset.score,
+    sure: (a, b) => b.dataset.score - a.dataset.score,
+    path: (a, b) => (a.dataset.path < b.dataset.path ? -1 : 1),
+  };
+  function update() {
+    const show = get('show').value, t = get('true').value, p = get('pred').value;
+    arrange(grid, items, orders[get('sort').value] || orders.worst, (el) => {
+      const wrong = el.classList.contains('wrong');
+      return (show === 'mistakes' && !wrong) || (show === 'correct' && wrong) ||
+             (t && el.dataset.true !== t) || (p && el.dataset.pred !== p);
+    });
+    saveToHash(['show', 'true', 'pred', 'sort', 'heat']);
+  }
+  const state = restoreFromHash(['show', 'true', 'pred', 'sort'], update);
+  tickToExport(grid, items, classes);
   // Grad-CAM overlays: off → predicted class → true class (where it differs) → off
   const views = ['off', 'pred', 'true'];
   const label = {off: 'heat map: off', pred: 'heat map: predicted', true: 'heat map: true class'};
@@ -313,6 +350,7 @@ SCRIPT = """
   update();
 })();
 """
+)
 
 PAGE = """<!DOCTYPE html>
 <html lang="en">
@@ -327,15 +365,7 @@ PAGE = """<!DOCTYPE html>
 <h1>{title}</h1>
 <p id="summary">{summary}</p>
 <div class="controls">
-<label>show <select id="show"><option value="all">all</option>
-<option value="mistakes">mistakes</option><option value="correct">correct</option></select></label>
-<label>true class <select id="true"><option value="">any</option>{options}</select></label>
-<label>predicted <select id="pred"><option value="">any</option>{options}</select></label>
-<label>order <select id="sort"><option value="worst">worst mistakes first</option>
-<option value="unsure">least confident first</option>
-<option value="sure">most confident first</option><option value="path">by path</option>
-</select></label>
-{heat}
+{controls}
 <span id="count">{total} images</span>
 <button id="export" type="button">export ticked as CSV</button>
 </div>

@@ -37,7 +37,7 @@ TRIALS = 2  # hydra.sweeper.n_trials for a sweep; a larger total in the README b
 def shrunk(command: str) -> str:
     """The command as typed, with the shrinking overrides appended (or, for a sweep's
     trial count, put in place of the README's)."""
-    if not re.search(r"-m src\.(run|lr_find)\b", command) or "resume=" in command:
+    if not re.search(r"-m src\.(run|lr_find|label_issues)\b", command) or "resume=" in command:
         return command  # a resumed run takes its own command line back
     words = [*SMALL]
     if "src.lr_find" in command:

@@ -2,11 +2,14 @@
 original's URL list downloaded, de-duplicated, trained on and relabelled (see test_readme.py
 for how commands are taken from the README and shrunk)."""
 
+from pathlib import Path
+
 import pytest
 
 from tests.acceptance.claims import (
     DEDUP,
     DOWNLOAD,
+    LABEL_ISSUES,
     OWN_FOLDER,
     QUICK_LOOK,
     RELABEL_APPLY,
@@ -82,3 +85,13 @@ def test_relabel_shows_then_moves(workspace, fashion_run):
     assert (root / moved).exists() and "striped" in shown.stdout
     ok(workspace.run(command(RELABEL_APPLY)))
     assert not (root / moved).exists() and (root / "striped" / moved.name).exists()
+
+
+def test_label_issues_on_the_downloaded_dataset_says_where_its_list_is(workspace, downloaded):
+    result = ok(workspace.run(shrunk(command(LABEL_ISSUES))))
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("label issues: ") and "; list: " in last, last
+    listed = Path(last.split("; list: ", 1)[1])
+    header = listed.read_text().splitlines()[0]
+    assert header == "path,given_label,suggested_label,score,split,reason"
+    assert (listed.parent / "label_issues.html").is_file()

@@ -1,6 +1,7 @@
 """The results page: self-contained, one entry per image, worst mistakes first; it renders and
 its filters and CSV export work in a real (headless) Chromium."""
 
+import html
 import json
 import re
 import shutil
@@ -147,11 +148,28 @@ def test_ticked_images_export_as_csv_inside_a_sandboxed_frame_as_the_mlflow_ui_s
     a blob URL: scripts run, downloads are blocked. Here a user ticks the first four images
     (two wrong, two right), changes one label, sets one aside (`-`) and exports; the frame
     reports the CSV text."""
-    user = (
-        "<script>for (const box of Array.from(document.querySelectorAll('.tick')).slice(0, 4))"
+    exported, result = exported_in_sandboxed_frame(
+        page,
+        "for (const box of Array.from(document.querySelectorAll('.tick')).slice(0, 4))"
         " box.click(); const menus = document.querySelectorAll('.item select');"
-        " menus[1].value = 'striped'; menus[3].value = '-';"
-        " document.getElementById('export').click();"
+        " menus[1].value = 'striped'; menus[3].value = '-';",
+        tmp_path,
+    )
+    assert exported.splitlines() == [
+        "path,new_label",
+        "dotted/dotted_001.jpg,striped",  # the prediction is the suggested label
+        "leopard/leopard_001.jpg,striped",  # changed by hand
+        "leopard/leopard_000.jpg,dotted",  # a right one: the first other class
+        "striped/striped_000.jpg,-",  # set aside: relabel moves it to the quarantine
+    ], result.stderr[-2000:]
+
+
+def exported_in_sandboxed_frame(page: Path, user: str, tmp_path: Path):
+    """The export box's text after the script `user` (ticks, label choices) ran in `page`
+    and the export button was clicked, inside a sandboxed frame as the MLflow UI shows it;
+    and chromium's result."""
+    user = (
+        f"<script>{user} document.getElementById('export').click();"
         " parent.postMessage(document.getElementById('export-text').value, '*');</script></body>"
     )
     framed = page.read_text(encoding="utf-8").replace("</body>", user)
@@ -168,13 +186,7 @@ def test_ticked_images_export_as_csv_inside_a_sandboxed_frame_as_the_mlflow_ui_s
     )
     result = chromium("--virtual-time-budget=5000", "--dump-dom", harness.as_uri(), cwd=tmp_path)
     exported = result.stdout.split('<pre id="out">', 1)[1].split("</pre>", 1)[0]
-    assert exported.splitlines() == [
-        "path,new_label",
-        "dotted/dotted_001.jpg,striped",  # the prediction is the suggested label
-        "leopard/leopard_001.jpg,striped",  # changed by hand
-        "leopard/leopard_000.jpg,dotted",  # a right one: the first other class
-        "striped/striped_000.jpg,-",  # set aside: relabel moves it to the quarantine
-    ], result.stderr[-2000:]
+    return html.unescape(exported), result
 
 
 @pytest.mark.slow
