@@ -11,12 +11,13 @@ import sys
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from benchmarks.real_datasets import ensure_real_dataset
 from tests.conftest import ROOT, run_cli, write_dataset
 from tests.test_run import all_artifacts
 
-FLIPS = 12  # of 210 images (scikit-image's three scientific photos, 70 crops each)
+FLIPS = 12  # of 210 images (scikit-image's three scientific photos, 70 crops each), and a copy
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,11 @@ def planted(tmp_path_factory):
         os.link(path, root / relpath)
         if given != label:
             flipped.add(relpath)
+    # a re-encoded copy of a retina crop filed under another class: a near-duplicate pair
+    # with two labels, listed whatever the scores say
+    copy = "immunohistochemistry/retina__copy_of_train_000.jpg"
+    Image.open(root / "retina" / "retina__train_000.jpg").save(root / copy, quality=70)
+    flipped.add(copy)
     return root, flipped
 
 
@@ -49,19 +55,25 @@ def read_rows(path):
 
 def test_planted_flips_top_the_list_and_the_run_logs_it(planted, tmp_path):
     root, flipped = planted
-    assert len(flipped) == FLIPS
+    assert len(flipped) == FLIPS + 1
     result = run_cli(
         "dataset=folder", f"dataset.root={root}", tmp=tmp_path, module="src.label_issues"
     )
     assert result.returncode == 0, result.stderr[-3000:]
     last = result.stdout.strip().splitlines()[-1]
-    assert last.startswith("label issues: ") and " of 210 images flagged; list: " in last, last
+    assert last.startswith("label issues: ") and " of 211 images flagged; list: " in last, last
     listed = read_rows(last.split("list: ", 1)[1])
     assert list(listed[0]) == ["path", "given_label", "suggested_label", "score", "split", "reason"]
     paths = [row["path"] for row in listed]
     assert set(paths[:5]) <= flipped, paths[:5]  # the most likely wrong are planted ones
     assert len(set(paths) & flipped) >= FLIPS // 2, paths  # recall, at 32 px and random weights
     assert len(set(paths) & flipped) >= 0.7 * len(paths)  # precision
+    by_path = {row["path"]: row for row in listed}
+    assert by_path["retina/retina__train_000.jpg"]["reason"] == (
+        "near-duplicate of immunohistochemistry/retina__copy_of_train_000.jpg "
+        "(immunohistochemistry)"
+    )
+    assert "immunohistochemistry/retina__copy_of_train_000.jpg" in by_path
     for row in listed:
         if row["path"] in flipped:  # planted: the suggestion is the photo it was cut from
             assert row["suggested_label"] == row["path"].split("/")[1].split("__")[0]
