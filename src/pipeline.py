@@ -185,6 +185,8 @@ def pipeline(spec: RunSpec, device: torch.device, ranks: Ranks = distributed.SIN
             fitted = fit(spec, job, network, run_id=run_id, resume=resume, link=link, ranks=ranks)
             if link and link.pruned_at is not None:
                 mlflow.set_tags({"optuna.state": "PRUNED", "optuna.pruned": "true"})
+                if link.stopped_by_budget:
+                    mlflow.set_tag("stopped_by", "budget")
                 mlflow.log_artifacts(str(out))
             else:
                 reports = finish(spec, job, data, fitted, out, datasets, link)
@@ -201,7 +203,8 @@ def pipeline(spec: RunSpec, device: torch.device, ranks: Ranks = distributed.SIN
         if link:
             link.close()
     if link and link.pruned_at is not None:
-        raise optuna.TrialPruned(f"at epoch {link.pruned_at}")
+        why = ": the budget ends before another epoch would" if link.stopped_by_budget else ""
+        raise optuna.TrialPruned(f"at epoch {link.pruned_at}{why}")
     print_summary(spec, weights, reports, fitted, uri, run.info.experiment_id, run.info.run_id)
     if spec.label_issues:
         print(issues_at)
@@ -453,6 +456,7 @@ def trial_link(trial: TrialSpec | None) -> TrialLink | None:
         trial.pruner,
         trial.heartbeat_interval,
         trial.grace_period,
+        trial.deadline,
     )
 
 

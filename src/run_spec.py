@@ -80,6 +80,7 @@ class TrialSpec:
     pruner: dict | None
     heartbeat_interval: int
     grace_period: int
+    deadline: float | None = None  # a budgeted sweep's end (Unix time): no epoch ends past it
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,7 @@ def trial_spec(t: DictConfig) -> TrialSpec:
         pruner=OmegaConf.to_container(sweeper.pruner) if "pruner" in sweeper else None,
         heartbeat_interval=sweeper.get("heartbeat_interval", 10),
         grace_period=sweeper.get("grace_period", 60),
+        deadline=None if t.get("deadline") is None else float(t.deadline),
     )
 
 

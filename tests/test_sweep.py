@@ -161,8 +161,10 @@ def test_too_many_failures_stop_the_sweep_with_one_line(tmp_path):
         ("classifier.lrr=interval(0.1, 1)", "classifier has no key 'lrr'"),
         ("classifier.lr=interval(0.5, 0.1)", "empty interval"),
         ("hydra.sweeper.storage=postgresql://nobody@127.0.0.1:9/none", "cannot be opened"),
+        ("hydra.sweeper.budget=30", "hydra.sweeper.budget=30: expected a positive time"),
+        ("hydra.sweeper.n_trials=null", "n_trials=null needs a hydra.sweeper.budget"),
     ],
-    ids=["unknown-key", "empty-interval", "bad-storage"],
+    ids=["unknown-key", "empty-interval", "bad-storage", "budget-unit", "no-count-no-budget"],
 )
 def test_bad_sweep_settings_fail_before_any_trial(tmp_path, override, message):
     result = run_cli("sweep=refine_dnn", override, tmp=tmp_path, multirun=True, timeout=120)

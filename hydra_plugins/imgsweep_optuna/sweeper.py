@@ -21,7 +21,10 @@ class OptunaSweeperConf:
     direction: str = "maximize"  # the objective is validation class-averaged accuracy
     # the study's total: a rerun runs only the trials still missing; a finite space (no
     # continuous interval) stops sooner, once each of its points has run
-    n_trials: int = 20
+    n_trials: Any = 20  # null: no count, the budget alone ends the sweep
+    # wall-clock time the study may take, all sweep processes together: 90s, 30m, 2h (null:
+    # none); a rerun goes on with what is left (src/tuning/budget.py)
+    budget: Any = None
     n_jobs: int = 1  # trials in flight at once (more than 1 needs e.g. hydra/launcher=joblib)
     max_failure_rate: float = 0.25  # stop once more than this share of n_trials has failed
     heartbeat_interval: int = 10  # s between a running trial's heartbeats (RDB storages)

@@ -16,6 +16,7 @@ opens it next (their worker is gone, or their heartbeat stops), and the same com
 continues the study.
 """
 
+import contextlib
 import logging
 import math
 import os
@@ -36,6 +37,7 @@ from src.tracking import mlflow_run
 from src.tracking.parent_runs import find_or_create_parent, parent_status
 from src.tracking.runs_view import save_runs_view, swept_params
 from src.tracking.study_models import keep_best_model
+from src.tuning.budget import Budget, parse_budget, shown
 from src.tuning.search_space import (
     describe,
     grid,
@@ -81,7 +83,10 @@ def _run_sweep(sweeper, arguments: list[str]):
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
     study_name = settings["study_name"] or choices.get("sweep") or "sweep"
     storage_url = settings["storage"] or default_storage(Path(cfg.paths.sweeps_dir))
-    n_trials = int(settings["n_trials"])
+    seconds = parse_budget(settings.get("budget"))
+    if settings["n_trials"] is None and seconds is None:
+        raise UserError("hydra.sweeper.n_trials=null needs a hydra.sweeper.budget (e.g. 30m)")
+    n_trials = math.inf if settings["n_trials"] is None else int(settings["n_trials"])
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError(
             "a sweep does not run under torchrun: start one sweep process per machine or GPU "
@@ -130,7 +135,10 @@ def _run_sweep(sweeper, arguments: list[str]):
         "seed": (settings["sampler"] or {}).get("seed"),
         "uri": uri,
         "parent": parent,
-        "max_failures": math.floor(settings["max_failure_rate"] * n_trials),
+        "max_failures": math.inf  # no count: the budget alone ends the sweep
+        if n_trials == math.inf
+        else math.floor(settings["max_failure_rate"] * n_trials),
+        "budget": Budget(study, seconds) if seconds else None,
         "failures": [0],
         "lock": threading.Lock(),
         "stop": threading.Event(),
@@ -143,10 +151,12 @@ def _run_sweep(sweeper, arguments: list[str]):
         _fail_orphans(study, uri)
         state = counts(study)
         log.info(
-            f"study {study_name} ({redact(storage_url)}): {state['done']} of {n_trials} trials "
-            "done"
+            f"study {study_name} ({redact(storage_url)}): {state['done']}"
+            + ("" if n_trials == math.inf else f" of {n_trials}")
+            + " trials done"
             + (f", {state['in_flight']} running elsewhere" if state["in_flight"] else "")
             + f"; MLflow parent run {parent}"
+            + (budget_line(context["budget"]) if context["budget"] else "")
         )
         if space.fixed:
             log.info("every trial runs with: " + " ".join(space.fixed))
@@ -163,6 +173,8 @@ def _run_sweep(sweeper, arguments: list[str]):
         if context["errors"]:
             stopped = stopped or "FAILED"
         lost = context["lost"]  # then only what is still there is used
+        if context["budget"] and lost != "storage":
+            _spend(context)
         if lost is None:
             _refresh(uri, parent, study)
         if lost != "tracking":
@@ -173,6 +185,12 @@ def _run_sweep(sweeper, arguments: list[str]):
                 "parent run": mlflow_run.runs_url(uri, experiment, parent),
             }
             print(summary(study, space.fixed, links, mlflow_run.ui_command(uri)))
+            if budget := context["budget"]:
+                spent = budget.spent()
+                print(
+                    f"budget {shown(budget.seconds)}: {shown(spent)} spent "
+                    f"({spent / budget.seconds:.0%}), {shown(max(budget.left(), 0))} left"
+                )
     if context["errors"]:
         raise UserError(context["errors"][0])
     return study.best_trial if counts(study)["done"] else None
@@ -275,6 +293,8 @@ def _trials(context: dict) -> None:
         state = counts(study)
         if state["done"] >= n_trials:
             return
+        if context["budget"] and not _fits(context):
+            return
         if points is not None:
             done, taken, _ = tried_points(study, space)
             if len(done) >= points:
@@ -291,12 +311,39 @@ def _trials(context: dict) -> None:
         if trial is None:
             continue
         _run_trial(context, trial, params)
+        if context["budget"]:
+            _spend(context)
         if context["failures"][0] > context["max_failures"]:
             context["errors"].append(
                 f"{context['failures'][0]} trials failed, more than max_failure_rate allows "
                 f"({context['max_failures']} of {n_trials}); see the FAIL trials' errors above"
             )
             context["stop"].set()
+
+
+def _fits(context: dict) -> bool:
+    """Whether the budget holds another trial; says once why not."""
+    fits, why = context["budget"].fits()
+    if not fits:
+        with context["lock"]:
+            if not context.get("budget_said"):
+                context["budget_said"] = True
+                log.info(f"sweep: no new trial: {why}")
+    return fits
+
+
+def _spend(context: dict) -> None:
+    """Record this process's time on the study, and the budget's state on the parent run."""
+    budget = context["budget"]
+    budget.record()
+    with contextlib.suppress(Exception):  # a figure of the parent's, never a stopped sweep
+        MlflowClient(context["uri"]).log_metric(
+            context["parent"], "sweep/budget_spent_seconds", budget.spent()
+        )
+
+
+def budget_line(budget: Budget) -> str:
+    return f"; budget {shown(budget.seconds)}, {shown(max(budget.left(), 0))} left"
 
 
 def _say_exhausted(context: dict, points: int, done: int) -> None:
@@ -359,6 +406,8 @@ def _run_trial(context: dict, trial: optuna.Trial, params: dict) -> None:
         override("trial.parent_run_id", context["parent"]),
         "trial.swept=[" + ",".join(f"'{key}'" for key in params) + "]",  # for the run's name
     ]
+    if context["budget"]:  # a trial stops after the epoch that would end past it
+        link.append(f"trial.deadline={context['budget'].deadline():.3f}")
     job = [*context["space"].fixed, *(override(k, v) for k, v in params.items()), *link]
     described = describe(params, context["space"].fixed)
     log.info(f"trial {trial.number}: {described}")

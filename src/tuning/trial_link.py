@@ -8,6 +8,7 @@ job's process dies its trial is failed and retried by whoever is still sweeping.
 
 import contextlib
 import threading
+import time
 
 import optuna
 
@@ -28,6 +29,7 @@ class TrialLink:
         pruner: dict | None,
         heartbeat_interval: int = 10,
         grace_period: int = 60,
+        deadline: float | None = None,
     ):
         self.storage = open_storage(storage, heartbeat_interval, grace_period)
         self.study = optuna.load_study(
@@ -39,6 +41,9 @@ class TrialLink:
         self.trial = optuna.Trial(self.study, trial_id)
         self.trial.set_user_attr("worker", WORKER)  # the process that runs it, now
         self.pruned_at: int | None = None
+        self.deadline = deadline  # Unix time: a budgeted sweep's end (src/tuning/budget.py)
+        self.stopped_by_budget = False
+        self._epoch_started = time.time()
         self._stop = threading.Event()
         self._heartbeat = None
         if isinstance(self.storage, optuna.storages.RDBStorage):
@@ -49,8 +54,15 @@ class TrialLink:
 
     def __call__(self, epoch: int, metrics: dict[str, float]) -> bool:
         self.trial.report(metrics[MONITOR], epoch)
+        now = time.time()
+        epoch_seconds, self._epoch_started = now - self._epoch_started, now
         if self.trial.should_prune():
             self.pruned_at = epoch
+            return True
+        if self.deadline is not None and now + epoch_seconds > self.deadline:
+            # the next epoch would end past the budget: stop as pruned, with what it reported
+            self.pruned_at, self.stopped_by_budget = epoch, True
+            self.trial.set_user_attr("stopped_by", "budget")
             return True
         return False
 

@@ -32,6 +32,7 @@ SMALL = ["dataset.max_images_per_class=8", "resolution.size=32", "model.weights=
 EPOCHS = "classifier.epochs=1"
 FINDER_STEPS = "classifier.lr_find.steps=20"  # the range test's length, as epochs are a run's
 TRIALS = 2  # hydra.sweeper.n_trials for a sweep; a larger total in the README becomes TRIALS + 1
+BUDGET = "30s"  # hydra.sweeper.budget for a budgeted sweep: room for a few shrunk trials
 
 
 def shrunk(command: str) -> str:
@@ -45,6 +46,10 @@ def shrunk(command: str) -> str:
     refining = re.search(r"classifier=(dnn|svm_dnn_refined)\b|sweep=refine_dnn", command)
     if refining:
         words.append(EPOCHS)
+    # a budget of BUDGET in place of the README's (its trials are the shrunk ones)
+    command = re.sub(r"hydra\.sweeper\.budget=\S+", f"hydra.sweeper.budget={BUDGET}", command)
+    if "hydra.sweeper.n_trials=null" in command:
+        return f"{command} {' '.join(words)}"
     if " -m " in command and "sweep=" in command:
         if "hydra.sweeper.n_trials=" in command:
             command = re.sub(r"hydra\.sweeper\.n_trials=\d+", f"n_trials={TRIALS + 1}", command)

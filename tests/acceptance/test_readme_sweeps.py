@@ -4,7 +4,7 @@ the README and shrunk; the refinement sweep whose best trial is registered is th
 
 import re
 
-from tests.acceptance.claims import GRID, SWEEP_FIXED, SWEEP_RANGE, SWEEP_SVM
+from tests.acceptance.claims import GRID, SWEEP_BUDGET, SWEEP_FIXED, SWEEP_RANGE, SWEEP_SVM
 from tests.acceptance.conftest import TRIALS, command, ok, shrunk, store
 
 
@@ -40,3 +40,10 @@ def test_plain_values_in_a_sweep_fix_those_parameters(workspace):
     for line in trial_lines:
         assert " model=" not in line and "classifier.epochs=" not in line, line
     assert "every trial runs with:" in output
+
+
+def test_a_budgeted_sweep_ends_within_its_budget_and_says_how_much_it_spent(workspace):
+    result = ok(workspace.run(shrunk(command(SWEEP_BUDGET))))
+    (line,) = re.findall(r"^budget 30s: (\d+)s spent \((\d+)%\)", result.stdout, re.M)
+    assert int(line[0]) <= 32, line  # 30 s and 5 %, rounded to the second
+    assert "study half_an_hour: " in result.stdout

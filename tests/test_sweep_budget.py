@@ -1,0 +1,130 @@
+"""A sweep's wall-clock budget (hydra.sweeper.budget): parsed as typed, spent once across
+sessions and workers, never started on a trial that cannot fit, and held end to end through
+a Ctrl-C and a rerun."""
+
+import datetime
+import re
+import signal
+import time
+
+import optuna
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from optuna.trial import TrialState
+
+from src.errors import UserError
+from src.tuning.budget import Budget, parse_budget, shown, union_length
+from tests.conftest import run_cli
+from tests.test_sweep import REFINE_SWEEP, states, study_of, sweep_process
+
+
+@given(amount=st.integers(1, 10_000), unit=st.sampled_from("smh"))
+def test_a_budget_is_a_number_and_a_unit(amount, unit):
+    assert parse_budget(f"{amount}{unit}") == amount * {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+@pytest.mark.parametrize("text", ["30", "0m", "-5m", "30 minutes", "1d", "m", "abc", ""])
+def test_anything_else_is_one_line_naming_the_value(text):
+    with pytest.raises(UserError, match=f"hydra.sweeper.budget={re.escape(text)}: expected"):
+        parse_budget(text)
+
+
+@settings(max_examples=200)
+@given(st.lists(st.tuples(st.integers(0, 60), st.integers(0, 30)), max_size=6))
+def test_time_spent_is_the_union_of_the_sessions(spans):
+    """Against a count of the whole seconds any session covers."""
+    intervals = [(float(a), float(a + n)) for a, n in spans]
+    covered = {s for a, b in intervals for s in range(int(a), int(b))}
+    assert union_length(intervals) == len(covered)
+
+
+class Clock:
+    def __init__(self, now=1000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+def finished_trial(study, seconds: float) -> None:
+    """A COMPLETE trial that took `seconds`."""
+    end = datetime.datetime.now()
+    study.add_trial(
+        optuna.trial.FrozenTrial(
+            number=0,
+            state=TrialState.COMPLETE,
+            value=0.5,
+            datetime_start=end - datetime.timedelta(seconds=seconds),
+            datetime_complete=end,
+            params={},
+            distributions={},
+            user_attrs={},
+            system_attrs={},
+            intermediate_values={},
+            trial_id=0,
+        )
+    )
+
+
+def test_two_sessions_of_one_study_spend_one_budget_and_a_trial_must_fit():
+    study = optuna.create_study(direction="maximize")
+    clock = Clock(1000.0)
+    first = Budget(study, 100, clock)
+    clock.now = 1040.0
+    first.record()  # 40 s spent, then Ctrl-C
+    clock.now = 2000.0
+    second = Budget(study, 100, clock)  # the rerun, much later: the pause is not spent
+    clock.now = 2030.0
+    assert second.spent() == pytest.approx(70)
+    assert second.fits() == (True, "")  # no trial has finished: no estimate yet
+    finished_trial(study, 25)
+    assert second.trial_estimate() == pytest.approx(25, abs=0.01)
+    assert second.fits() == (True, "")  # 30 s left
+    clock.now = 2010.0 + 30  # 20 s left, a trial takes 25
+    fits, why = second.fits()
+    assert not fits and why == "20s of the budget left, and a trial takes up to 25s"
+    second.record()
+    other = Budget(study, 100, clock)  # a second worker on the study, from 2040 on
+    other.record()
+    clock.now = 2070.0
+    # 40 s before the pause, and 2000-2070, during which both worked from 2040: counted once
+    assert other.spent() == second.spent() == pytest.approx(40 + 70)
+    assert second.fits() == (False, "the budget of 1m40s is spent")
+
+
+def test_shown_times_read_as_a_clock():
+    assert [shown(s) for s in (0, 45.2, 90, 3720)] == ["0s", "45s", "1m30s", "1h02m"]
+
+
+BUDGET = 50  # s: room for a few 3-epoch trials of REFINE_SWEEP
+
+
+@pytest.mark.slow  # about 50 s of sweep, twice
+def test_a_budgeted_sweep_holds_its_budget_through_ctrl_c_and_a_rerun(tmp_path):
+    sweep = [
+        *REFINE_SWEEP,
+        "classifier.lr=tag(log, interval(0.001, 0.01))",
+        "hydra.sweeper.n_trials=null",
+        f"hydra.sweeper.budget={BUDGET}s",
+    ]
+    process = sweep_process(tmp_path, *sweep)
+    time.sleep(25)  # into the sweep (its start-up included)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=60)
+    started = time.time()
+    again = run_cli(*sweep, tmp=tmp_path, multirun=True)
+    rerun_seconds = time.time() - started
+    assert again.returncode == 0, again.stderr[-3000:]
+    (line,) = [line for line in again.stdout.splitlines() if line.startswith("budget ")]
+    spent = float(re.search(r": (?:(\d+)m)?(\d+)s spent", line).group(2)) + 60 * int(
+        re.search(r": (?:(\d+)m)?(\d+)s spent", line).group(1) or 0
+    )
+    assert spent <= 1.05 * BUDGET + 1, line  # within 5 % (and the rounding to a second)
+    assert rerun_seconds < BUDGET, (rerun_seconds, line)  # it spent only what was left
+    study = study_of(tmp_path, "refine_dnn")
+    assert "COMPLETE" in states(study)
+    assert "no new trial: " in again.stderr + again.stdout
+    third = run_cli(*sweep, tmp=tmp_path, multirun=True)  # what is left holds no trial
+    assert third.returncode == 0 and "no new trial: " in third.stderr + third.stdout
+    assert len(study_of(tmp_path, "refine_dnn").trials) == len(study.trials)  # none started
