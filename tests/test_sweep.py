@@ -87,7 +87,13 @@ def test_sweep_runs_n_trials_under_one_parent_run(svm_sweep):
         str(t.params["resolution.size"]) for t in study_of(tmp, "svm").trials
     }
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "optuna")}
-    assert {"optuna/best_trial.json", "optuna/optimization_history.png"} <= artifacts
+    assert {
+        "optuna/best_trial.json",
+        "optuna/optimization_history.png",
+        "optuna/leaderboard.json",
+        "optuna/leaderboard.png",
+        "optuna/best_vs_elapsed.png",
+    } <= artifacts
     assert "best_value" in parent.data.metrics
     (command,) = [line for line in result.stdout.splitlines() if line.startswith("reproduce it:")]
     assert command.startswith("reproduce it: python -m src.run ") and " sweep=svm " in command

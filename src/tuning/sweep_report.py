@@ -48,7 +48,84 @@ def refresh_parent(uri: str, parent_id: str, study: optuna.Study) -> None:
             (folder / "best_trial.json").write_text(json.dumps(summary, indent=2))
         for name, plot in FIGURES.items() if complete else ():
             _figure(plot, study, folder / f"{name}.png")
+        if complete:
+            board = leaderboard(complete, study.direction)
+            (folder / "leaderboard.json").write_text(json.dumps(board, indent=2))
+            leaderboard_figure(board, folder / "leaderboard.png")
+            best_against_time_figure(complete, study.direction, folder / "best_vs_elapsed.png")
         client.log_artifacts(parent_id, str(folder), "optuna")
+
+
+GROUPED_BY = ("classifier", "model", "resolution")  # the leaderboard's rows, where searched
+
+
+def leaderboard(complete: list, direction) -> list[dict]:
+    """One row per searched classifier x model x resolution (those of the three that the
+    trials' params hold): its trials, its best value and trial, its trials' hours; best
+    first, in the study's `direction`."""
+    sign = 1 if direction == optuna.study.StudyDirection.MAXIMIZE else -1
+    rows: dict[tuple, dict] = {}
+    for t in complete:
+        key = tuple(str(t.params[k]) for k in GROUPED_BY if k in t.params)
+        row = rows.setdefault(key, {"group": " / ".join(key) or "all", "trials": 0, "hours": 0.0})
+        row["trials"] += 1
+        row["hours"] += _seconds(t) / 3600
+        if "best_value" not in row or sign * t.value > sign * row["best_value"]:
+            row.update(best_value=t.value, best_trial=t.number)
+    return sorted(rows.values(), key=lambda r: -sign * r["best_value"])
+
+
+def leaderboard_figure(board: list[dict], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(board) + 1.5))
+    names = [f"{r['group']} ({r['trials']})" for r in board][::-1]
+    values = [r["best_value"] for r in board][::-1]
+    ax.barh(names, values, color="tab:blue")
+    for y, value in enumerate(values):
+        ax.annotate(
+            f"{value:.3f}",
+            (value, y),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize="small",
+        )
+    ax.set(
+        xlabel="best objective (validation class-averaged accuracy)",
+        xlim=(0, 1.1),
+        title="leaderboard: best trial per group (trials)",
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def best_against_time_figure(complete: list, direction, path: Path) -> None:
+    """The best objective so far against the sweep's elapsed wall time: where it still
+    climbs at the end, a bigger budget would likely buy more."""
+    start = min(t.datetime_start for t in complete if t.datetime_start)
+    done = sorted(complete, key=lambda t: t.datetime_complete)
+    better = max if direction == optuna.study.StudyDirection.MAXIMIZE else min
+    minutes, best, so_far = [], [], None
+    for t in done:
+        so_far = t.value if so_far is None else better(so_far, t.value)
+        minutes.append((t.datetime_complete - start).total_seconds() / 60)
+        best.append(so_far)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.step(minutes, best, where="post", marker="o", ms=3)
+    ax.set(
+        xlabel="minutes since the first trial started",
+        ylabel="best objective so far",
+        title=f"best against elapsed time ({len(done)} complete trials)",
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _seconds(trial) -> float:
+    if trial.datetime_start and trial.datetime_complete:
+        return (trial.datetime_complete - trial.datetime_start).total_seconds()
+    return 0.0
 
 
 def reproduce_command(fixed: list[str], params: dict) -> str:
