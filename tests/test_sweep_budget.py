@@ -11,6 +11,7 @@ import optuna
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from src.errors import UserError
@@ -128,3 +129,29 @@ def test_a_budgeted_sweep_holds_its_budget_through_ctrl_c_and_a_rerun(tmp_path):
     third = run_cli(*sweep, tmp=tmp_path, multirun=True)  # what is left holds no trial
     assert third.returncode == 0 and "no new trial: " in third.stderr + third.stdout
     assert len(study_of(tmp_path, "refine_dnn").trials) == len(study.trials)  # none started
+
+
+@pytest.mark.slow  # two trials and the champion's run
+def test_a_finished_sweep_registers_its_winner_retrained_on_train_and_validation(tmp_path):
+    result = run_cli(
+        *REFINE_SWEEP,
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.finish=true",
+        "hydra.sweeper.register_name=textures",
+        tmp=tmp_path,
+        multirun=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = study_of(tmp_path, "refine_dnn")
+    best = study.best_trial
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    version = client.get_model_version_by_alias("textures", "champion")
+    run = client.get_run(version.run_id)
+    assert run.data.tags["sweep.champion_of_trial"] == str(best.number)
+    assert run.data.tags["mlflow.runName"] == "refine_dnn-champion"
+    assert run.data.tags["final_model"].startswith("retrained on train + validation")
+    parent = run.data.tags["mlflow.parentRunId"]
+    assert client.get_run(parent).data.tags["sweep.study"] == "refine_dnn"
+    assert run.data.params["classifier.lr"] == str(best.params["classifier.lr"])
+    assert "test/class_avg_accuracy" in run.data.metrics  # chosen on validation, then tested
+    assert f"models:/textures@champion (version {version.version})" in result.stdout

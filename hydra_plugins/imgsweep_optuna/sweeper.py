@@ -25,6 +25,10 @@ class OptunaSweeperConf:
     # wall-clock time the study may take, all sweep processes together: 90s, 30m, 2h (null:
     # none); a rerun goes on with what is left (src/tuning/budget.py)
     budget: Any = None
+    # true: once the trials are done, the best configuration runs again, retrained on train +
+    # validation, scored on test once, registered as <register_name>@champion (src/tuning/finish.py)
+    finish: bool = False
+    register_name: Any = None  # null: the experiment's name
     n_jobs: int = 1  # trials in flight at once (more than 1 needs e.g. hydra/launcher=joblib)
     max_failure_rate: float = 0.25  # stop once more than this share of n_trials has failed
     heartbeat_interval: int = 10  # s between a running trial's heartbeats (RDB storages)

@@ -54,8 +54,9 @@ def union_length(intervals: list[tuple[float, float]]) -> float:
 class Budget:
     """This process's session of a budgeted sweep on `study`."""
 
-    def __init__(self, study: optuna.Study, seconds: float, clock=time.time):
+    def __init__(self, study: optuna.Study, seconds: float, clock=time.time, finish=False):
         self.study, self.seconds, self.clock = study, seconds, clock
+        self.finish = finish  # the winner's run comes after the trials: time kept for it
         self.start = clock()
         self.key = f"{SESSION}{WORKER}.{self.start:.3f}"
 
@@ -88,14 +89,20 @@ class Budget:
         ]
         return max(durations) if durations else None
 
+    def reserve(self) -> float:
+        """Seconds kept for the winner's run: trained as its trial, then retrained on train +
+        validation, about two of the longest trials."""
+        return 2 * (self.trial_estimate() or 0) if self.finish else 0.0
+
     def fits(self) -> tuple[bool, str]:
         """Whether a new trial may start, and if not, why (one line)."""
-        left, estimate = self.left(), self.trial_estimate()
+        left, estimate = self.left() - self.reserve(), self.trial_estimate()
+        kept = f" beyond the {shown(self.reserve())} kept for the champion" if self.finish else ""
         if left <= 0:
-            return False, f"the budget of {shown(self.seconds)} is spent"
+            return False, f"the budget of {shown(self.seconds)} is spent{kept}"
         if estimate is not None and estimate > left:
             return False, (
-                f"{shown(left)} of the budget left, and a trial takes up to {shown(estimate)}"
+                f"{shown(left)} of the budget left{kept}, and a trial takes up to {shown(estimate)}"
             )
         return True, ""
 

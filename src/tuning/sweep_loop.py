@@ -38,6 +38,7 @@ from src.tracking.parent_runs import find_or_create_parent, parent_status
 from src.tracking.runs_view import save_runs_view, swept_params
 from src.tracking.study_models import keep_best_model
 from src.tuning.budget import Budget, parse_budget, shown
+from src.tuning.finish import finish_winner
 from src.tuning.search_space import (
     describe,
     grid,
@@ -138,7 +139,7 @@ def _run_sweep(sweeper, arguments: list[str]):
         "max_failures": math.inf  # no count: the budget alone ends the sweep
         if n_trials == math.inf
         else math.floor(settings["max_failure_rate"] * n_trials),
-        "budget": Budget(study, seconds) if seconds else None,
+        "budget": Budget(study, seconds, finish=bool(settings.get("finish"))) if seconds else None,
         "failures": [0],
         "lock": threading.Lock(),
         "stop": threading.Event(),
@@ -147,6 +148,7 @@ def _run_sweep(sweeper, arguments: list[str]):
         "exhausted": False,  # every point of a finite space run (said once)
     }
     stopped = None  # KILLED or FAILED: the sweep itself stopped
+    finished = []  # what the champion's run and registration say (hydra.sweeper.finish)
     try:
         _fail_orphans(study, uri)
         state = counts(study)
@@ -161,6 +163,16 @@ def _run_sweep(sweeper, arguments: list[str]):
         if space.fixed:
             log.info("every trial runs with: " + " ".join(space.fixed))
         _run_workers(context, int(settings["n_jobs"]))
+        if settings.get("finish") and not context["errors"] and counts(study)["done"]:
+            finished = finish_winner(
+                study,
+                space.fixed,
+                space_mode(cfg, study.best_trial.params),
+                uri,
+                experiment,
+                parent,
+                settings.get("register_name") or _experiment_name(cfg),
+            )
     except KeyboardInterrupt:
         context["stop"].set()
         stopped = "KILLED"
@@ -185,6 +197,8 @@ def _run_sweep(sweeper, arguments: list[str]):
                 "parent run": mlflow_run.runs_url(uri, experiment, parent),
             }
             print(summary(study, space.fixed, links, mlflow_run.ui_command(uri)))
+            for line in finished:
+                print(line)
             if budget := context["budget"]:
                 spent = budget.spent()
                 print(
@@ -470,6 +484,11 @@ def _fail_unfinished(study: optuna.Study, reason: str) -> None:
         if trial.user_attrs.get("worker") == WORKER:
             optuna.Trial(study, trial._trial_id).set_user_attr("error", reason)
             _tell(study, trial.number, state=TrialState.FAIL)
+
+
+def space_mode(cfg, params: dict) -> str:
+    """The classifier mode of a trial with `params`: searched, or the sweep's own."""
+    return str(params.get("classifier", cfg.classifier.get("name")))
 
 
 def _known(cfg, key: str) -> bool:
