@@ -118,9 +118,8 @@ def test_a_budgeted_sweep_holds_its_budget_through_ctrl_c_and_a_rerun(tmp_path):
     rerun_seconds = time.time() - started
     assert again.returncode == 0, again.stderr[-3000:]
     (line,) = [line for line in again.stdout.splitlines() if line.startswith("budget ")]
-    spent = float(re.search(r": (?:(\d+)m)?(\d+)s spent", line).group(2)) + 60 * int(
-        re.search(r": (?:(\d+)m)?(\d+)s spent", line).group(1) or 0
-    )
+    minutes, seconds = re.search(r": (?:(\d+)m)?(\d+)s spent", line).groups()
+    spent = 60 * int(minutes or 0) + int(seconds)
     assert spent <= 1.05 * BUDGET + 1, line  # within 5 % (and the rounding to a second)
     assert rerun_seconds < BUDGET, (rerun_seconds, line)  # it spent only what was left
     study = study_of(tmp_path, "refine_dnn")

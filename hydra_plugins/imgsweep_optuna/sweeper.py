@@ -36,6 +36,11 @@ class OptunaSweeperConf:
     sampler: Any = field(default_factory=lambda: {"name": "tpe", "seed": 0})
     pruner: Any = field(default_factory=lambda: {"name": "median"})
     params: Any = field(default_factory=dict)  # key: Hydra sweep grammar, e.g. interval(0, 1)
+    # "key=value" of a searched choice: keys searched only in trials that draw that value
+    conditional: Any = field(default_factory=dict)
+    # values that go first: every combination of the other choices with them, queued before
+    # the sampler draws (sweep=auto: {classifier: svm}, the cheap trials)
+    first: Any = None
 
 
 ConfigStore.instance().store(

@@ -19,7 +19,7 @@ import itertools
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -39,12 +39,19 @@ from src.errors import UserError
 class SearchSpace:
     distributions: dict[str, BaseDistribution]  # searched, by override key
     fixed: list[str]  # overrides passed to every trial as they are
+    # searched only where a drawn value holds: "classifier=dnn" → that mode's own keys
+    conditional: dict[str, dict[str, BaseDistribution]] = field(default_factory=dict)
 
 
-def parse_search_space(params: dict[str, str], arguments: list[str], known=None) -> SearchSpace:
+def parse_search_space(
+    params: dict[str, str], arguments: list[str], known=None, conditional=None
+) -> SearchSpace:
     """`params` (hydra.sweeper.params) and the command line's own sweep overrides.
     `known(key) -> bool` says whether a key names a config value or group: an unknown key
-    is an error before any trial runs."""
+    is an error before any trial runs. `conditional` (hydra.sweeper.conditional): for a
+    `key=value` of a searched key, the keys searched only in trials that draw that value
+    (a mode's own settings: the config that value selects has them, so `known` is not asked;
+    a wrong one fails its trials, each with the config's error)."""
     parser = OverridesParser.create()
     searched = {**params}
     rest = []
@@ -65,7 +72,28 @@ def parse_search_space(params: dict[str, str], arguments: list[str], known=None)
             distributions[key] = distribution(key, parsed.value())
         else:
             fixed.append(line)
-    return SearchSpace(distributions, fixed)
+    branches = {}
+    for condition, own in (conditional or {}).items():
+        key, _, value = str(condition).partition("=")
+        dist = distributions.get(key)
+        if (
+            dist is None
+            or not isinstance(dist, CategoricalDistribution)
+            or not any(str(c) == value for c in dist.choices)
+        ):
+            raise UserError(
+                f"search space: conditional {condition!r} is not a searched choice's option"
+            )
+        branches[condition] = {}
+        pinned = {line.split("=", 1)[0] for line in fixed}  # a plain value wins over a range
+        for k, v in (own or {}).items():
+            if k in pinned:
+                continue
+            parsed = _parse(parser, f"{k}={v}")
+            if not parsed.is_sweep_override():
+                raise UserError(f"search space: conditional {condition}: {k}={v} is no range")
+            branches[condition][k] = distribution(k, parsed.value())
+    return SearchSpace(distributions, fixed, branches)
 
 
 def describe(params: dict, fixed: list[str]) -> str:
@@ -114,9 +142,19 @@ def distribution(key: str, sweep) -> BaseDistribution:
 
 
 def suggest(trial: optuna.Trial, space: SearchSpace) -> dict:
-    """The trial's value for every searched key."""
+    """The trial's value for every searched key, then for the conditional keys of the
+    values it drew."""
+    values = _suggest(trial, space.distributions)
+    for condition, own in space.conditional.items():
+        key, _, value = condition.partition("=")
+        if str(values[key]) == value:
+            values.update(_suggest(trial, own))
+    return values
+
+
+def _suggest(trial: optuna.Trial, distributions: dict[str, BaseDistribution]) -> dict:
     values = {}
-    for key, dist in space.distributions.items():
+    for key, dist in distributions.items():
         if isinstance(dist, CategoricalDistribution):
             values[key] = trial.suggest_categorical(key, dist.choices)
         elif isinstance(dist, IntDistribution):
@@ -134,7 +172,10 @@ def _plain(value):
 
 def size(space: SearchSpace) -> int | None:
     """How many distinct points the space has; None where a continuous interval makes it
-    infinite. (Equal options of one choice are one point: `choice(1, 1)` has one.)"""
+    infinite, or conditional keys leave it uncounted. (Equal options of one choice are one
+    point: `choice(1, 1)` has one.)"""
+    if space.conditional:
+        return None
     counts = [len(_indices(d)) if _finite(d) else None for d in space.distributions.values()]
     return None if None in counts else math.prod(counts)
 

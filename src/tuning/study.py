@@ -171,6 +171,8 @@ def is_surplus(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bool:
 def duplicate_of(study: optuna.Study, trial: optuna.Trial, params: dict, space) -> int | None:
     """The number of another counting trial at the same point of the space, if any."""
     here = point(params, space)
+    if here is None:  # conditional keys drawn: no point of the (top-level) space
+        return None
     for other in study.get_trials(deepcopy=False):
         counting = other.state in DONE or other.state in IN_FLIGHT
         if counting and other.number != trial.number and point(other.params, space) == here:

@@ -22,12 +22,14 @@ import math
 import os
 import threading
 import time
+from itertools import product
 from pathlib import Path
 
 import optuna
 from hydra.core.utils import JobStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
 from src.errors import UserError, exit_with_error
@@ -95,7 +97,10 @@ def _run_sweep(sweeper, arguments: list[str]):
         )
 
     space = parse_search_space(
-        settings["params"] or {}, prepare_overrides(arguments), lambda key: _known(cfg, key)
+        settings["params"] or {},
+        prepare_overrides(arguments),
+        lambda key: _known(cfg, key),
+        settings.get("conditional") or {},
     )
     sampler = make_sampler(settings["sampler"] or {}, space, grid(space))
     storage = open_storage(storage_url, settings["heartbeat_interval"], settings["grace_period"])
@@ -162,6 +167,8 @@ def _run_sweep(sweeper, arguments: list[str]):
         )
         if space.fixed:
             log.info("every trial runs with: " + " ".join(space.fixed))
+        if settings.get("first"):
+            queue_first(study, space, settings["first"])
         _run_workers(context, int(settings["n_jobs"]))
         if settings.get("finish") and not context["errors"] and counts(study)["done"]:
             finished = finish_winner(
@@ -484,6 +491,26 @@ def _fail_unfinished(study: optuna.Study, reason: str) -> None:
         if trial.user_attrs.get("worker") == WORKER:
             optuna.Trial(study, trial._trial_id).set_user_attr("error", reason)
             _tell(study, trial.number, state=TrialState.FAIL)
+
+
+FIRST_QUEUED = "first_queued"  # a study attribute: the `first` trials are queued (once)
+
+
+def queue_first(study: optuna.Study, space, first: dict) -> None:
+    """Queue every combination of the space's other choices with the `first` values (once
+    per study), so those trials run before the sampler draws any."""
+    if study.user_attrs.get(FIRST_QUEUED):
+        return
+    choices = {
+        k: d.choices
+        for k, d in space.distributions.items()
+        if isinstance(d, CategoricalDistribution) and k not in first
+    }
+    combos = [dict(zip(choices, values, strict=True)) for values in product(*choices.values())]
+    for combo in combos:
+        study.enqueue_trial({**first, **combo}, skip_if_exists=True)
+    study.set_user_attr(FIRST_QUEUED, True)
+    log.info(f"sweep: {len(combos)} trials with {describe(first, [])} go first")
 
 
 def space_mode(cfg, params: dict) -> str:

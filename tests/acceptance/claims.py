@@ -35,6 +35,7 @@ GRID = claim("python -m src.run -m model=resnet18,resnet34,resnet50 resolution=2
 SWEEP_RANGE = claim("python -m src.run -m sweep=refine_dnn 'classifier.lr=tag(log")
 SWEEP_FIXED = claim("python -m src.run -m sweep=refine_dnn model=resnet18 classifier.epochs=5")
 SWEEP_BUDGET = claim("python -m src.run -m sweep=refine_dnn hydra.sweeper.budget=30m")
+SWEEP_AUTO = claim("python -m src.run -m sweep=auto hydra.sweeper.budget=30m")
 TORCHRUN_CPU = claim(
     "torchrun --standalone --nproc_per_node=2 -m src.run classifier=dnn device=cpu"
 )

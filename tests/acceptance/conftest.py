@@ -33,6 +33,7 @@ EPOCHS = "classifier.epochs=1"
 FINDER_STEPS = "classifier.lr_find.steps=20"  # the range test's length, as epochs are a run's
 TRIALS = 2  # hydra.sweeper.n_trials for a sweep; a larger total in the README becomes TRIALS + 1
 BUDGET = "30s"  # hydra.sweeper.budget for a budgeted sweep: room for a few shrunk trials
+AUTO_BUDGET = "100s"  # sweep=auto's: its 6 SVM trials, a refining one, and the champion
 
 
 def shrunk(command: str) -> str:
@@ -47,8 +48,9 @@ def shrunk(command: str) -> str:
     if refining:
         words.append(EPOCHS)
     # a budget of BUDGET in place of the README's (its trials are the shrunk ones)
-    command = re.sub(r"hydra\.sweeper\.budget=\S+", f"hydra.sweeper.budget={BUDGET}", command)
-    if "hydra.sweeper.n_trials=null" in command:
+    budget = AUTO_BUDGET if "sweep=auto" in command else BUDGET
+    command = re.sub(r"hydra\.sweeper\.budget=\S+", f"hydra.sweeper.budget={budget}", command)
+    if "hydra.sweeper.budget=" in command:  # the budget ends it, not a count
         return f"{command} {' '.join(words)}"
     if " -m " in command and "sweep=" in command:
         if "hydra.sweeper.n_trials=" in command:

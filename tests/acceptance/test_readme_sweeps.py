@@ -4,7 +4,14 @@ the README and shrunk; the refinement sweep whose best trial is registered is th
 
 import re
 
-from tests.acceptance.claims import GRID, SWEEP_BUDGET, SWEEP_FIXED, SWEEP_RANGE, SWEEP_SVM
+from tests.acceptance.claims import (
+    GRID,
+    SWEEP_AUTO,
+    SWEEP_BUDGET,
+    SWEEP_FIXED,
+    SWEEP_RANGE,
+    SWEEP_SVM,
+)
 from tests.acceptance.conftest import TRIALS, command, ok, shrunk, store
 
 
@@ -47,3 +54,24 @@ def test_a_budgeted_sweep_ends_within_its_budget_and_says_how_much_it_spent(work
     (line,) = re.findall(r"^budget 30s: (\d+)s spent \((\d+)%\)", result.stdout, re.M)
     assert int(line[0]) <= 32, line  # 30 s and 5 %, rounded to the second
     assert "study half_an_hour: " in result.stdout
+
+
+def test_sweep_auto_runs_the_svms_first_within_its_budget_and_registers_a_champion(workspace):
+    result = ok(workspace.run(shrunk(command(SWEEP_AUTO)), 600))
+    output = result.stdout + result.stderr
+    lines = re.findall(r"^trial (\d+): classifier=(\w+), model=(\w+)", output, re.M)
+    assert [mode for _, mode, _ in lines[:6]] == ["svm"] * 6, lines
+    assert len({model for _, _, model in lines[:6]}) == 3
+    (spent,) = re.findall(r"^budget 1m40s: (?:(\d+)m)?(\d+)s spent", result.stdout, re.M)
+    assert 60 * int(spent[0] or 0) + int(spent[1]) <= 105, spent  # within 5 % of 100 s
+    (version,) = re.findall(r"models:/([\w-]+)@champion \(version (\d+)\)", result.stdout)
+    alias = store(workspace).get_model_version_by_alias(version[0], "champion")
+    assert str(alias.version) == version[1]
+    images = workspace.folder / "data" / "synthetic"  # the default set the sweep trained on
+    out = workspace.folder / "champion_predictions.csv"
+    ok(
+        workspace.run(
+            f"python -m src.predict model=models:/{version[0]}@champion input={images} output={out}"
+        )
+    )
+    assert out.read_text().splitlines()[0].startswith("path,label,score")

@@ -60,6 +60,7 @@ def sweep(params: dict, n_trials: int, sampler: str, failing=frozenset(), second
         "errors": [],
         "lost": None,
         "exhausted": False,
+        "budget": None,  # no hydra.sweeper.budget
     }
     with mock.patch.object(sweep_loop, "_refresh"):  # the parent run's figures: no MLflow here
         loop = threading.Thread(target=sweep_loop._trials, args=(context,), daemon=True)
