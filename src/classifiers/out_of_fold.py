@@ -55,14 +55,14 @@ def out_of_fold(
     cuts = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, labels))
     best = None
     with tqdm(total=len(C_values) * folds, desc="out-of-fold SVMs", unit="fit") as progress:
-        for C in C_values:
+        for C in sorted(C_values):  # ascending: a tie keeps the smaller C
             margins = np.empty((len(labels), num_classes))
             for fitted_on, held_out in cuts:
                 svm = fit_svm(x[fitted_on], labels[fitted_on], C, seed)
                 margins[held_out] = decision_scores(svm, x[held_out], num_classes)
                 progress.update()
             accuracy = class_avg_accuracy(labels, margins.argmax(axis=1), num_classes)
-            if best is None or accuracy > best[1]:  # ties keep the smaller C (listed first)
+            if best is None or accuracy > best[1]:
                 best = (C, accuracy, margins)
     C, accuracy, margins = best
     margins = margins - margins.mean(axis=1, keepdims=True)  # the offset one-vs-rest shares

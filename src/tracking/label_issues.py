@@ -15,6 +15,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+from omegaconf import OmegaConf
 
 from src.classifiers.out_of_fold import folds_for, out_of_fold
 from src.data.split import SPLITS
@@ -48,7 +49,7 @@ def find_label_issues(
         found,
         labels,
         len(classes),
-        list(settings.C_values or DEFAULT_C_VALUES),
+        list(settings.C_values or svm_C_values()),
         settings.l2_normalize,
         job.compute.seed,
     )
@@ -64,7 +65,12 @@ def find_label_issues(
     return issues, None
 
 
-DEFAULT_C_VALUES = (0.0001, 0.001, 0.01, 0.1, 1, 10, 100)  # the svm classifier's (svm.yaml)
+def svm_C_values() -> list[float]:
+    """The svm classifier's candidate Cs, from its config (a dnn run's settings have none)."""
+    return list(OmegaConf.load(CONF / "classifier" / "svm.yaml").C_values)
+
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def log_label_issues(
