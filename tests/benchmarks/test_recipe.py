@@ -12,6 +12,7 @@ from PIL import Image
 
 from benchmarks import real_datasets, recipe
 from benchmarks.real_datasets import SETS, TEST_PER_CLASS, TRAIN_PER_CLASS, ensure_real_datasets
+from tests.benchmarks.quick import run_quick
 from tests.conftest import ROOT
 
 
@@ -151,14 +152,8 @@ def test_the_reference_wrapper_times_epochs_and_prints_one_json_line(tmp_path):
 @pytest.mark.slow  # an imgsweep run, about 20 s on 2 cores
 def test_the_quick_recipe_benchmark_runs_imgsweep_alone_without_a_reference(tmp_path):
     out = tmp_path / "recipe.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.recipe", "--quick", "--datasets", "textures"]
-        + ["--size", "32", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "IMGSWEEP_BENCH_DIR": str(tmp_path)},
+    done = run_quick(
+        tmp_path, "benchmarks.recipe", "--datasets", "textures", "--size", "32", "--out", str(out)
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Reference not given" in done.stdout and "avx512_bf16" in done.stdout
