@@ -63,8 +63,9 @@ class OptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> Any:
-        from src.tuning.sweep_loop import (
-            run_sweep,
-        )  # not under hydra_plugins: Hydra imports all of that at every start
+        # not at the top: Hydra imports all of hydra_plugins at every start
+        from src.deployment.registry import register_run
+        from src.tuning.sweep_loop import run_sweep
 
-        return run_sweep(self, arguments)
+        # the registry is deployment's, beside tuning: the entry point hands it over
+        return run_sweep(self, arguments, register=register_run)

@@ -18,7 +18,6 @@ import sys
 import optuna
 from mlflow.tracking import MlflowClient
 
-from src.deployment.registry import register_run
 from src.errors import UserError
 from src.tracking.mlflow_run import model_version_url
 from src.tuning.sweep_report import reproduce_command
@@ -34,8 +33,10 @@ def finish_winner(
     experiment_id: str,
     parent: str,
     name: str,
+    register,
 ) -> list[str]:
-    """Run, nest and register the best trial's configuration; the lines that say so."""
+    """Run, nest and register the best trial's configuration (`register(client, run, name,
+    alias)`: src/deployment/registry.py's register_run); the lines that say so."""
     best = study.best_trial
     run_name = f"{study.study_name}-champion"
     command = reproduce_command(fixed, best.params) + f" tracking.run_name={run_name}"
@@ -60,7 +61,7 @@ def finish_winner(
     )
     client.set_tag(run.info.run_id, "mlflow.parentRunId", parent)
     client.set_tag(run.info.run_id, "sweep.champion_of_trial", str(best.number))
-    version = register_run(client, client.get_run(run.info.run_id), name, CHAMPION)
+    version = register(client, client.get_run(run.info.run_id), name, CHAMPION)
     test = run.data.metrics.get("test/class_avg_accuracy")
     return [
         f"champion: trial {best.number} (validation {best.value:.4f}), test class-averaged "

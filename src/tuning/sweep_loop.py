@@ -74,14 +74,16 @@ log = logging.getLogger("imgsweep.sweep")
 POLL = 2.0  # s between looks at trials other workers are running
 
 
-def run_sweep(sweeper, arguments: list[str]):
+def run_sweep(sweeper, arguments: list[str], register=None):
+    """`register(client, run, name, alias)`: how hydra.sweeper.finish registers the champion
+    (src/deployment/registry.py's, given by the entry point: deployment is not below tuning)."""
     try:
-        return _run_sweep(sweeper, arguments)
+        return _run_sweep(sweeper, arguments, register)
     except UserError as error:  # one line, as src.run prints its own errors
         exit_with_error(error)
 
 
-def _run_sweep(sweeper, arguments: list[str]):
+def _run_sweep(sweeper, arguments: list[str], register):
     settings, cfg = sweeper.settings, sweeper.config
     choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
     study_name = settings["study_name"] or choices.get("sweep") or "sweep"
@@ -179,6 +181,7 @@ def _run_sweep(sweeper, arguments: list[str]):
                 experiment,
                 parent,
                 settings.get("register_name") or _experiment_name(cfg),
+                register,
             )
     except KeyboardInterrupt:
         context["stop"].set()
