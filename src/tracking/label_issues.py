@@ -35,8 +35,7 @@ def find_label_issues(
     job: Job, network: Network, fitted: Fitted, refines: bool, classes, duplicates, settings
 ) -> tuple[LabelIssues | None, str | None]:
     """The run's label issues, or (None, why) when a class is too small to hold images out."""
-    files = [f for s in SPLITS for f in job.files[s]]
-    labels = np.concatenate([job.labels[s] for s in SPLITS])
+    files, labels, splits = every_image(job)
     if not folds_for(labels, len(classes)):
         counts = np.bincount(labels, minlength=len(classes))
         small = [c for c, n in zip(classes, counts, strict=True) if n < 2]
@@ -53,7 +52,6 @@ def find_label_issues(
         settings.l2_normalize,
         job.compute.seed,
     )
-    splits = [s for s in SPLITS for _ in job.files[s]]
     issues = label_issues([f.relpath for f in files], splits, labels, classes, scores, duplicates)
     mlflow.log_metrics(
         {
@@ -63,6 +61,14 @@ def find_label_issues(
         }
     )
     return issues, None
+
+
+def every_image(job: Job) -> tuple[list, np.ndarray, list[str]]:
+    """Every image of the job, its label and its split, in the order of job.all_paths() (the
+    order the features and out-of-fold scores come in)."""
+    files = [f for s in SPLITS for f in job.files[s]]
+    labels = np.concatenate([job.labels[s] for s in SPLITS])
+    return files, labels, [s for s in SPLITS for _ in job.files[s]]
 
 
 def svm_C_values() -> list[float]:
@@ -88,9 +94,7 @@ def log_label_issues(
         mlflow.set_tag("label_issues.skipped", why_not)
         log.warning(f"label issues: not looked for: {why_not}")
         return None
-    files = [f for s in SPLITS for f in job.files[s]]
-    labels = np.concatenate([job.labels[s] for s in SPLITS])
-    splits = [s for s in SPLITS for _ in job.files[s]]
+    files, labels, splits = every_image(job)
     folder = out / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     write_issues_csv(folder / "label_issues.csv", issues)
