@@ -15,9 +15,9 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from src.errors import UserError
-from src.tuning.budget import Budget, parse_budget, shown, union_length
+from src.tuning.budget import SESSION, Budget, parse_budget, shown, union_length
 from tests.conftest import run_cli
-from tests.test_sweep import REFINE_SWEEP, states, study_of, sweep_process
+from tests.test_sweep import REFINE_SWEEP, states, states_read_only, study_of, sweep_process
 
 
 @given(amount=st.integers(1, 10_000), unit=st.sampled_from("smh"))
@@ -98,6 +98,11 @@ def test_shown_times_read_as_a_clock():
     assert [shown(s) for s in (0, 45.2, 90, 3720)] == ["0s", "45s", "1m30s", "1h02m"]
 
 
+def sessions(study) -> dict:
+    """The budget's sessions recorded in the study: key → (start, end)."""
+    return {k: tuple(v) for k, v in study.user_attrs.items() if k.startswith(SESSION)}
+
+
 BUDGET = 50  # s: room for a few 3-epoch trials of REFINE_SWEEP
 
 
@@ -110,18 +115,25 @@ def test_a_budgeted_sweep_holds_its_budget_through_ctrl_c_and_a_rerun(tmp_path):
         f"hydra.sweeper.budget={BUDGET}s",
     ]
     process = sweep_process(tmp_path, *sweep)
-    time.sleep(25)  # into the sweep (its start-up included)
+    # Ctrl-C once a trial runs (a fixed 25 s could land in the start-up, where CI once saw
+    # the sweep not exit within 60 s)
+    storage, deadline = tmp_path / "sweeps" / "optuna.db", time.time() + 240
+    while "RUNNING" not in states_read_only(storage) and time.time() < deadline:
+        time.sleep(0.5)
+    time.sleep(5)  # into its first epoch
     process.send_signal(signal.SIGINT)
-    process.communicate(timeout=60)
-    started = time.time()
+    process.communicate(timeout=180)
+    before = sessions(study_of(tmp_path, "refine_dnn"))
     again = run_cli(*sweep, tmp=tmp_path, multirun=True)
-    rerun_seconds = time.time() - started
+    after = sessions(study_of(tmp_path, "refine_dnn"))
+    (rerun,) = [interval for key, interval in after.items() if key not in before]
     assert again.returncode == 0, again.stderr[-3000:]
     (line,) = [line for line in again.stdout.splitlines() if line.startswith("budget ")]
     minutes, seconds = re.search(r": (?:(\d+)m)?(\d+)s spent", line).groups()
     spent = 60 * int(minutes or 0) + int(seconds)
     assert spent <= 1.05 * BUDGET + 1, line  # within 5 % (and the rounding to a second)
-    assert rerun_seconds < BUDGET, (rerun_seconds, line)  # it spent only what was left
+    left = BUDGET - union_length(list(before.values()))
+    assert rerun[1] - rerun[0] <= left + 0.05 * BUDGET, (before, rerun, line)  # only the rest
     study = study_of(tmp_path, "refine_dnn")
     assert "COMPLETE" in states(study)
     assert "no new trial: " in again.stderr + again.stdout
