@@ -8,10 +8,17 @@ of all sessions. So a Ctrl-C and a rerun go on with what was left, and two worke
 storage spend one budget together, as a wall clock does.
 
 A new trial starts only if the rest of the budget can hold it: as long as the longest trial
-that finished so far (a first trial always starts). A running trial gets a deadline, the
-budget's end: after each epoch it stops (pruned, with what it reported so far) when its next
-epoch would end past it (src/tuning/trial_link.py). A trial without epochs (the SVM) cannot
-be stopped midway; the estimate keeps it from starting where it would not fit.
+that finished so far (a first trial always starts). A running trial gets a deadline: after
+each epoch it stops (pruned, with what it reported so far) when its next epoch would end past
+it (src/tuning/trial_link.py). A trial without epochs (the SVM) cannot be stopped midway; the
+estimate keeps it from starting where it would not fit.
+
+With `finish`, the winner runs once more after the trials (src/tuning/finish.py), so the
+budget keeps time for it: the current best trial's champion run (`reserve`). And a trial's
+deadline leaves room for its own champion run, should it win: a `dnn` trial that may use t
+seconds costs t + 2.25 t if it wins (the same run, then the retrain on train + validation).
+Without that, the last trial to start could run to the budget's end, win, and be run again
+past it: a 3-minute sweep=auto once ended 66 % over.
 """
 
 import math
@@ -26,6 +33,9 @@ from src.tuning.study import NOT_RUN, WORKER
 
 SESSION = "budget.session."  # + the worker and its start: [start, last seen] in Unix seconds
 UNITS = {"s": 1, "m": 60, "h": 3600}
+# s a champion's run spends before it trains (a new process: torch, MLflow, the data's
+# checks), on top of its trial's time; ~10 s measured on 2 cores, plus a margin
+CHAMPION_START = 15.0
 
 
 def parse_budget(text) -> float | None:
@@ -54,9 +64,13 @@ def union_length(intervals: list[tuple[float, float]]) -> float:
 class Budget:
     """This process's session of a budgeted sweep on `study`."""
 
-    def __init__(self, study: optuna.Study, seconds: float, clock=time.time, finish=False):
+    def __init__(
+        self, study: optuna.Study, seconds: float, clock=time.time, finish=False, mode_of=None
+    ):
         self.study, self.seconds, self.clock = study, seconds, clock
         self.finish = finish  # the winner's run comes after the trials: time kept for it
+        # a trial's params -> its classifier mode (the champion's cost depends on it)
+        self.mode_of = mode_of or (lambda params: str(params.get("classifier", "")))
         self.start = clock()
         self.key = f"{SESSION}{WORKER}.{self.start:.3f}"
 
@@ -76,23 +90,38 @@ class Budget:
     def left(self) -> float:
         return self.seconds - self.spent()
 
-    def deadline(self) -> float:
-        """The Unix time at which the budget runs out, as things stand now."""
-        return self.clock() + self.left()
-
     def trial_estimate(self) -> float | None:
         """Seconds the longest finished trial took (None: none has finished yet)."""
-        durations = [
-            (t.datetime_complete - t.datetime_start).total_seconds()
-            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.datetime_start and t.datetime_complete and not t.user_attrs.get(NOT_RUN)
-        ]
+        durations = [duration(t) for t in self._complete()]
         return max(durations) if durations else None
 
     def reserve(self) -> float:
-        """Seconds kept for the winner's run: trained as its trial, then retrained on train +
-        validation, about two of the longest trials."""
-        return 2 * (self.trial_estimate() or 0) if self.finish else 0.0
+        """Seconds kept for the winner's run: the current best trial's champion run."""
+        complete = self._complete()
+        if not self.finish or not complete:
+            return 0.0
+        best = (max if self.study.direction.name == "MAXIMIZE" else min)(
+            complete, key=lambda t: t.value
+        )
+        return CHAMPION_START + champion_factor(self.mode_of(best.params)) * duration(best)
+
+    def trial_deadline(self, params: dict) -> float:
+        """The Unix time by which a trial with `params`, starting now, must end: the budget's
+        end less the current best's reserve, and, with `finish`, early enough that its own
+        champion run still fits should it win."""
+        left = self.left()
+        allowed = left - self.reserve()
+        if self.finish:
+            own = (left - CHAMPION_START) / (1 + champion_factor(self.mode_of(params)))
+            allowed = min(allowed, own)
+        return self.clock() + max(allowed, 0.0)
+
+    def _complete(self) -> list:
+        return [
+            t
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.datetime_start and t.datetime_complete and not t.user_attrs.get(NOT_RUN)
+        ]
 
     def fits(self) -> tuple[bool, str]:
         """Whether a new trial may start, and if not, why (one line)."""
@@ -105,6 +134,17 @@ class Budget:
                 f"{shown(left)} of the budget left{kept}, and a trial takes up to {shown(estimate)}"
             )
         return True, ""
+
+
+def duration(trial) -> float:
+    return (trial.datetime_complete - trial.datetime_start).total_seconds()
+
+
+def champion_factor(mode: str) -> float:
+    """A champion's run as a multiple of its trial's time: the same run, and for `dnn` then
+    the retrain on train + validation (refit: 1.25x the images, for at most as many epochs
+    as the trial ran). `svm_dnn_refined` keeps refit off (its SVM chooses C on validation)."""
+    return 2.25 if mode == "dnn" else 1.0
 
 
 def shown(seconds: float) -> str:

@@ -146,7 +146,14 @@ def _run_sweep(sweeper, arguments: list[str], register):
         "max_failures": math.inf  # no count: the budget alone ends the sweep
         if n_trials == math.inf
         else math.floor(settings["max_failure_rate"] * n_trials),
-        "budget": Budget(study, seconds, finish=bool(settings.get("finish"))) if seconds else None,
+        "budget": Budget(
+            study,
+            seconds,
+            finish=bool(settings.get("finish")),
+            mode_of=lambda params: space_mode(cfg, params),
+        )
+        if seconds
+        else None,
         "failures": [0],
         "lock": threading.Lock(),
         "stop": threading.Event(),
@@ -431,7 +438,7 @@ def _run_trial(context: dict, trial: optuna.Trial, params: dict) -> None:
         "trial.swept=[" + ",".join(f"'{key}'" for key in params) + "]",  # for the run's name
     ]
     if context["budget"]:  # a trial stops after the epoch that would end past it
-        link.append(f"trial.deadline={context['budget'].deadline():.3f}")
+        link.append(f"trial.deadline={context['budget'].trial_deadline(params):.3f}")
     job = [*context["space"].fixed, *(override(k, v) for k, v in params.items()), *link]
     described = describe(params, context["space"].fixed)
     log.info(f"trial {trial.number}: {described}")
