@@ -7,8 +7,15 @@ memorise pixels. Layout under `<root>/<name>/`:
 
   images/<class>/{train,test}_NNN.jpg   every image (what `dataset=folder` reads)
   test.tsv                              the test images, `class<TAB>class/test_NNN.jpg`
+  val.tsv                               with val_per_class: the validation images (val_NNN)
   reference/{train,val}/<class>/        hard links, as torchvision's reference script reads
   COMPLETE                              the recipe the set was made with, written last
+
+With `val_per_class` (the sweeps' benchmark) the set also has validation crops of its own,
+under `<root>/<name>-valN/`: from the training rows' right-hand 35 % of the columns, the
+training crops from the rest, so neither overlaps the other or the test crops. A random
+validation split of overlapping training crops scores 0.9-1.0 where test scores 0.4-0.8:
+model selection on it is blind. The total per class stays TRAIN_PER_CLASS.
 
 A set is made once per recipe and seed and reused; it is built in a scratch folder that is
 renamed into place, so an interrupted build leaves nothing that looks finished.
@@ -32,6 +39,8 @@ SETS = {
 TRAIN_PER_CLASS = 50
 TEST_PER_CLASS = 20
 TRAIN_ROWS = 0.65  # share of a photo's rows (from the top) that training crops come from
+VAL_COLUMNS = 0.35  # with val_per_class: the training rows' right-hand share of the columns
+# that validation crops come from (it holds the largest crop of a square photo)
 # a crop's side, as a share of the photo's shorter side: the test region's 35 % of the rows
 # holds the largest crop of every photo here (all landscape or square). Chosen so that the
 # reference script (resnet18 from random weights, 96 px, 5 epochs) lands near 0.8-0.95, not
@@ -44,21 +53,25 @@ JPEG_QUALITY = 90
 MARKER = "COMPLETE"
 
 
-def ensure_real_datasets(root: Path, names=tuple(SETS), seed: int = 0) -> dict[str, Path]:
+def ensure_real_datasets(
+    root: Path, names=tuple(SETS), seed: int = 0, val_per_class: int = 0
+) -> dict[str, Path]:
     """Each named set under `root`, made now unless a finished one of this recipe is there."""
-    return {name: ensure_real_dataset(Path(root), name, seed) for name in names}
+    return {name: ensure_real_dataset(Path(root), name, seed, val_per_class) for name in names}
 
 
-def ensure_real_dataset(root: Path, name: str, seed: int = 0) -> Path:
+def ensure_real_dataset(root: Path, name: str, seed: int = 0, val_per_class: int = 0) -> Path:
     if name not in SETS:
         raise ValueError(f"unknown real dataset {name!r}; expected one of {', '.join(SETS)}")
-    recipe = describe(name, seed)
-    target = root / name
+    if not 0 <= val_per_class < TRAIN_PER_CLASS:
+        raise ValueError(f"val_per_class={val_per_class}: expected 0 to {TRAIN_PER_CLASS - 1}")
+    recipe = describe(name, seed, val_per_class)
+    target = root / (f"{name}-val{val_per_class}" if val_per_class else name)
     if is_complete(target, recipe):
         return target
     staging = root / f".{name}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    write_dataset(staging, name, seed)
+    write_dataset(staging, name, seed, val_per_class)
     marker = staging / MARKER
     marker.with_suffix(".tmp").write_text(json.dumps(recipe, indent=2))
     os.replace(marker.with_suffix(".tmp"), marker)
@@ -70,9 +83,11 @@ def ensure_real_dataset(root: Path, name: str, seed: int = 0) -> Path:
     return target
 
 
-def describe(name: str, seed: int) -> dict:
+def describe(name: str, seed: int, val_per_class: int = 0) -> dict:
     """Everything the images depend on: a set made with another recipe is made again."""
+    validation = {"val_per_class": val_per_class, "val_columns": VAL_COLUMNS}
     return {
+        **(validation if val_per_class else {}),  # the sets without one keep their recipe
         "photos": list(SETS[name]),
         "seed": seed,
         "train_per_class": TRAIN_PER_CLASS,
@@ -91,8 +106,8 @@ def is_complete(folder: Path, recipe: dict) -> bool:
         return False
 
 
-def write_dataset(folder: Path, name: str, seed: int) -> None:
-    test_list = []
+def write_dataset(folder: Path, name: str, seed: int, val_per_class: int = 0) -> None:
+    lists = {"test": [], "val": []}
     for index, photo in enumerate(SETS[name]):
         pixels = load_photo(photo)
         # a generator per class: one photo's crops do not depend on the others'
@@ -102,6 +117,11 @@ def write_dataset(folder: Path, name: str, seed: int) -> None:
             "train": (pixels[:split_row], TRAIN_PER_CLASS, "train"),
             "test": (pixels[split_row:], TEST_PER_CLASS, "val"),
         }
+        if val_per_class:  # the training rows' right-hand columns hold validation's crops
+            split_column = round((1 - VAL_COLUMNS) * pixels.shape[1])
+            top = pixels[:split_row]
+            regions["train"] = (top[:, :split_column], TRAIN_PER_CLASS - val_per_class, "train")
+            regions["val"] = (top[:, split_column:], val_per_class, "train")
         for side, (region, count, reference_side) in regions.items():
             images = folder / "images" / photo
             linked = folder / "reference" / reference_side / photo
@@ -112,9 +132,11 @@ def write_dataset(folder: Path, name: str, seed: int) -> None:
                 path = images / f"{side}_{i:03d}.jpg"
                 save_jpeg(crop, path)
                 link(path, linked / path.name)
-                if side == "test":
-                    test_list.append(f"{photo}\t{photo}/{path.name}\n")
-    (folder / "test.tsv").write_text("".join(test_list))
+                if side in lists:
+                    lists[side].append(f"{photo}\t{photo}/{path.name}\n")
+    (folder / "test.tsv").write_text("".join(lists["test"]))
+    if val_per_class:
+        (folder / "val.tsv").write_text("".join(lists["val"]))
 
 
 def load_photo(photo: str) -> np.ndarray:

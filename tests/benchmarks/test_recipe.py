@@ -55,6 +55,34 @@ def test_training_crops_and_test_crops_come_from_disjoint_rows(tmp_path, monkeyp
             assert pixels.min() > 215, path
 
 
+def test_validation_crops_come_from_a_region_of_their_own_and_the_total_is_kept(
+    tmp_path, monkeypatch
+):
+    """Training rows black on the left, grey on the right (validation's columns), white
+    below (test's rows): a crop that crossed a line would hold two of them."""
+    rows, columns = 200, 300
+    photo = np.full((rows, columns, 3), 255, np.uint8)
+    split_row = round(real_datasets.TRAIN_ROWS * rows)
+    photo[:split_row] = 0
+    photo[:split_row, round((1 - real_datasets.VAL_COLUMNS) * columns) :] = 128
+    monkeypatch.setattr(real_datasets, "load_photo", lambda name: photo)
+    folder = real_datasets.ensure_real_dataset(tmp_path, "photos", seed=3, val_per_class=10)
+    assert folder.name == "photos-val10"
+    expected = {"train_": (0, 40), "val_": (100, 156), "test_": (215, 256)}
+    for path in (folder / "images").rglob("*.jpg"):
+        pixels = np.asarray(Image.open(path))
+        ((low, high),) = [v for k, v in expected.items() if path.name.startswith(k)]
+        assert low <= pixels.min() and pixels.max() < high, path
+    listed = [line.split("\t") for line in (folder / "val.tsv").read_text().splitlines()]
+    assert len(listed) == 10 * len(SETS["photos"])
+    assert all(path.split("/")[1].startswith("val_") for _, path in listed)
+    for photo_name in SETS["photos"]:
+        crops = files(folder / "images" / photo_name)
+        assert len(crops) == TRAIN_PER_CLASS + TEST_PER_CLASS  # 40 train + 10 val + 20 test
+    plain = real_datasets.ensure_real_dataset(tmp_path, "photos", seed=3)
+    assert plain.name == "photos" and not (plain / "val.tsv").exists()
+
+
 def test_a_set_is_the_same_for_a_seed_and_made_only_once(tmp_path, monkeypatch):
     first = real_datasets.ensure_real_dataset(tmp_path / "a", "textures", seed=1)
     again = real_datasets.ensure_real_dataset(tmp_path / "b", "textures", seed=1)
