@@ -87,12 +87,14 @@ def resume_state(spec: RunSpec, uri: str, data: PreparedData, precision: str) ->
 
 def config_differences(params: dict[str, str], now: dict[str, str]) -> list[str]:
     """Each value of `now` (params as this command would log them) outside MAY_CHANGE that
-    the run's `params` do not hold, as `key: the run has ..., this command ...`."""
+    the run's `params` do not hold, as `key: the run has ..., this command ...`. A setting
+    the run does not have (added to the config after it) agrees at null, its off value, so
+    a new key does not refuse every older run."""
     return [
         f"{key}: the run has {repr(params[key]) if key in params else 'no such setting'}, "
         f"this command {value!r}"
         for key, value in now.items()
-        if not may_change(key) and params.get(key) != value
+        if not may_change(key) and params.get(key, "null") != value
     ]
 
 

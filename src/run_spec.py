@@ -31,7 +31,7 @@ from omegaconf.errors import OmegaConfBaseException, ValidationError
 from src.data.folders import check_classes, list_images
 from src.data.prepare import SplitSettings
 from src.data.presets import PREPROCESSING_MODES, ImageSpec
-from src.data.split import TEST_LIST_CONFLICTS, read_test_list
+from src.data.split import TEST_LIST_CONFLICTS, one_side_only, read_test_list
 from src.errors import UserError
 from src.overrides import as_typed
 
@@ -308,8 +308,9 @@ def check_value(key: str, value) -> None:
 
 def check_dataset(d: DictConfig, given: Iterable[str] = ()) -> None:
     """The dataset as far as it can be known before a run: its root is given, and is a
-    folder of two or more class folders with images (listed, not opened), and its test list
-    reads. The synthetic set is generated later, into a folder of its own."""
+    folder of two or more class folders with images (listed, not opened), and its test and
+    validation lists read and share no image. The synthetic set is generated later, into a
+    folder of its own."""
     root = d.get("root")
     if root in (None, ""):
         raise UserError("dataset=folder needs dataset.root=PATH (a folder of class folders)")
@@ -332,8 +333,11 @@ def check_dataset(d: DictConfig, given: Iterable[str] = ()) -> None:
         raise UserError(f"{root} does not exist; download it with: {d.download}")
     classes, relpaths = list_images(root)
     check_classes(classes, {r.split("/", 1)[0] for r in relpaths}, root)
-    if d.split.test_list:
-        read_test_list(d.split.test_list, set(relpaths))
+    test = read_test_list(d.split.test_list, set(relpaths)) if d.split.test_list else None
+    if d.split.get("val_list"):
+        val = read_test_list(d.split.val_list, set(relpaths), "dataset.split.val_list")
+        if test is not None:
+            one_side_only(test, val)
 
 
 def _given(overrides: Iterable[str], key: str) -> bool:
@@ -379,6 +383,10 @@ RULES: dict[str, tuple[str, Callable[[object], bool]]] = {
         lambda v: v is None or isinstance(v, str),
     ),
     "dataset.split.test_list_conflicts": _one_of(*TEST_LIST_CONFLICTS),
+    "dataset.split.val_list": (
+        "a file's path, or null",
+        lambda v: v is None or isinstance(v, str),
+    ),
     "dataset.split.group_duplicates": SWITCH,
     "dataset.split.duplicate_threshold": (
         "a whole number of bits, 0 or more",

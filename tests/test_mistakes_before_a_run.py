@@ -47,6 +47,16 @@ MISTAKES = {
         ["dataset=folder", "dataset.root={tmp}/two", "dataset.split.test_list={tmp}/test.tsv"],
         "dataset.split.test_list={tmp}/test.tsv: line 2 is not UTF-8 text (byte 0xe9)",
     ),
+    "an image on both the test and the validation list": (
+        [
+            "dataset=folder",
+            "dataset.root={tmp}/two",
+            "dataset.split.test_list={tmp}/cat.tsv",
+            "dataset.split.val_list={tmp}/cat.tsv",
+        ],
+        "cat/cat_000.jpg is in both dataset.split.test_list and val_list; an image can be on "
+        "one side only",
+    ),
     "dataset.root without dataset=folder": (
         ["dataset.root={tmp}/mine"],
         "dataset.root={tmp}/mine does not exist, and is given without dataset=folder: "
@@ -61,6 +71,7 @@ def folders(tmp_path_factory) -> Path:
     write_dataset(tmp / "one", {"cat": 3})
     write_dataset(tmp / "two", {"cat": 3, "dog": 3})
     (tmp / "empty").mkdir()
+    (tmp / "cat.tsv").write_text("cat\tcat_000.jpg\n")
     (tmp / "test.tsv").write_bytes("cat\tcat_000.jpg\ndog\tcaf\xe9.jpg\n".encode("latin-1"))
     return tmp
 

@@ -195,6 +195,15 @@ def test_a_resume_compares_every_setting_but_the_allowed_ones(key):
         assert [d.split(":", 1)[0] for d in differences] == [key]
 
 
+def test_a_setting_newer_than_the_run_agrees_only_at_null():
+    """dataset.split.val_list came after runs that were logged without it."""
+    older = {k: v for k, v in as_params(CONFIG).items() if k != "dataset.split.val_list"}
+    assert config_differences(older, as_params(CONFIG)) == []
+    listed = as_params(changed(CONFIG, "dataset.split.val_list"))
+    (difference,) = config_differences(older, listed)
+    assert difference.startswith("dataset.split.val_list: the run has no such setting")
+
+
 def test_what_a_resume_may_change_is_how_long_and_where_never_how():
     assert MAY_CHANGE == (
         "classifier.epochs",

@@ -170,6 +170,28 @@ def test_a_class_without_test_images_logs_nothing_there_and_the_scores_are_calib
 
 
 @pytest.mark.slow  # a run
+def test_a_val_list_is_the_logged_validation_split_and_a_test_list_the_test_split(tmp_path):
+    root = write_dataset(tmp_path / "pics", {"cat": 6, "dog": 6})
+    (tmp_path / "val.tsv").write_text("cat\tcat_001.jpg\ndog\tdog_002.jpg\ndog\tdog/dog_005.jpg\n")
+    (tmp_path / "test.tsv").write_text("cat\tcat_000.jpg\ndog\tdog_000.jpg\n")
+    result = run_cli(
+        "dataset=folder",
+        f"dataset.root={root}",
+        f"dataset.split.val_list={tmp_path}/val.tsv",
+        f"dataset.split.test_list={tmp_path}/test.tsv",
+        tmp=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    client, run = only_run(tmp_path)
+    path = client.download_artifacts(run.info.run_id, "data/split.csv", str(tmp_path))
+    rows = [row.split(",") for row in Path(path).read_text().splitlines()[1:]]
+    sides = {side: {p for p, _, s in rows if s == side} for side in ("train", "val", "test")}
+    assert sides["val"] == {"cat/cat_001.jpg", "dog/dog_002.jpg", "dog/dog_005.jpg"}
+    assert sides["test"] == {"cat/cat_000.jpg", "dog/dog_000.jpg"} and len(sides["train"]) == 7
+    assert run.data.params["dataset.split.val_list"] == f"{tmp_path}/val.tsv"
+
+
+@pytest.mark.slow  # a run
 def test_folder_dataset_with_a_corrupt_file_skips_it_and_says_so(tmp_path):
     root = write_dataset(tmp_path / "pics", {"cat": 5, "dog": 5})
     (root / "dog" / "broken.jpg").write_bytes(image_bytes(size=(200, 200))[:500])

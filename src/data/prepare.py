@@ -62,7 +62,8 @@ class SplitSettings:
     val_ratio: float = 0.2
     by: str = "filename"  # filename | subdir
     test_list: str | None = None
-    test_list_conflicts: str = "refuse"  # refuse | move
+    test_list_conflicts: str = "refuse"  # refuse | move (for val_list's files too)
+    val_list: str | None = None  # the validation images; val_ratio is then unused
     group_duplicates: bool = False
     duplicate_threshold: int = DUPLICATE_THRESHOLD
 
@@ -78,8 +79,8 @@ def prepare_dataset(
     """`split.group_duplicates`: keep each group of near-duplicates (hashes at most
     `split.duplicate_threshold` bits apart) on one side of the split.
     `split.test_list_conflicts`: what happens to a file that shares a sub-folder
-    (by="subdir") or a duplicate group with a listed test image but is not listed: "move"
-    (to test) or "refuse"."""
+    (by="subdir") or a duplicate group with a listed test (or validation) image but is not
+    listed: "move" (to that side) or "refuse"."""
     root = Path(root).expanduser().resolve()
     classes, files = find_images(root)
     checks = check_images(files, cache_dir, num_threads)
@@ -91,8 +92,10 @@ def prepare_dataset(
         replace(f, digest=checks[f.relpath].digest) for f in files if not checks[f.relpath].error
     ]
     check_classes(classes, {f.label for f in usable}, root)
-    test_files = (
-        read_test_list(split.test_list, {f.relpath for f in usable}) if split.test_list else None
+    known = {f.relpath for f in usable}
+    test_files = read_test_list(split.test_list, known) if split.test_list else None
+    val_files = (
+        read_test_list(split.val_list, known, "dataset.split.val_list") if split.val_list else None
     )
     usable = limit_per_class(usable, max_images_per_class, seed)
     threshold = split.duplicate_threshold
@@ -109,6 +112,7 @@ def prepare_dataset(
         test_list=test_files,
         together=duplicates if split.group_duplicates else None,
         test_list_conflicts=split.test_list_conflicts,
+        val_list=val_files,
     )
     data = PreparedData(
         root, classes, usable, assignment, skipped, fingerprint(usable), checks, duplicates

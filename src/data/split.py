@@ -6,6 +6,9 @@ folder (`by="subdir"`, files directly in the class folder staying units of their
 keeps e.g. several photos of one object from straddling train and test; `together` merges
 the units that hold files of one group (near-duplicates found by their hashes). The
 validation part is carved from the training part; model selection only ever sees it.
+Listed files (`test_list`, `val_list`) take their side whole, whatever the ranking: a
+validation list is for validation images that must come from elsewhere than a draw of the
+training pool (on sets of crops, random validation crops overlap training ones).
 
 Stable: each unit has a key, a hash of the seed and a name that adding or removing other
 files cannot change: a file's path, a sub-folder's own path (`class/sub-folder/`, whatever
@@ -68,12 +71,15 @@ def split_files(
     test_list: set[str] | None = None,
     together: list[list[str]] | None = None,
     test_list_conflicts: str = "refuse",
+    val_list: set[str] | None = None,
 ) -> dict[str, str]:
     """Assign each file (by relpath) to "train", "val" or "test". Files of one `together`
     group (relpaths) go to one side, as far as they share a class (the split is per class).
     A `test_list` keeps sub-folders (by="subdir") and `together` groups whole too: a file
     that shares one with a listed file but is not listed is moved to test with it
-    (`test_list_conflicts="move"`) or refused, naming it ("refuse")."""
+    (`test_list_conflicts="move"`) or refused, naming it ("refuse"). A `val_list` is the
+    validation set in the same way (val_ratio unused), every class needing one listed image
+    at least; without a test list, test is then drawn from the rest at 1 - train_ratio."""
     if not 0 < train_ratio < 1:
         raise UserError(f"dataset.split.train_ratio must be between 0 and 1, got {train_ratio}")
     if not 0 < val_ratio < 1:
@@ -85,24 +91,58 @@ def split_files(
             "dataset.split.test_list_conflicts must be 'refuse' or 'move', "
             f"got {test_list_conflicts!r}"
         )
+    if test_list is not None and val_list is not None:
+        one_side_only(test_list, val_list)
     if test_list is not None:
         test_list = whole_test_list(files, test_list, by, together, test_list_conflicts)
+    if val_list is not None:
+        val_list = whole_test_list(files, val_list, by, together, test_list_conflicts, "val")
+        if test_list is not None:  # a listed file's sub-folder or group went with the other list
+            one_side_only(test_list, val_list, "goes to test and val with its sub-folder or group")
     assignment = {}
     for label, members in _by_label(files).items():
-        if test_list is not None:
-            test = [f for f in members if f.relpath in test_list]  # may be none for a class
-            rest = _units([f for f in members if f.relpath not in test_list], by, together, seed)
-            _need(label, members, rest, 2, "outside the test list", by)
+        test = _listed(members, test_list)  # None without a list; may be none for a class
+        val = _listed(members, val_list)
+        if val == []:
+            raise UserError(
+                f"dataset.split.val_list has no image of class {label!r}; validation needs "
+                "one at least of each class (model selection scores every class)"
+            )
+        taken = {f.relpath for f in (test or []) + (val or [])}
+        rest = _units([f for f in members if f.relpath not in taken], by, together, seed)
+        if test is not None and val is not None:
+            _need(label, members, rest, ("train",), "outside the test and validation lists", by)
+            sides = {"train": rest, "val": [val], "test": [test]}
+        elif test is not None:
+            _need(label, members, rest, ("train", "validation"), "outside the test list", by)
             val, train = _cut(rest, [max(1, round(_images(rest) * val_ratio))])
             sides = {"train": train, "val": val, "test": [test]}
+        elif val is not None:  # test drawn from the unlisted files at 1 - train_ratio
+            _need(label, members, rest, ("train", "test"), "outside the validation list", by)
+            test, train = _cut(rest, [max(1, round(_images(rest) * (1 - train_ratio)))])
+            sides = {"train": train, "val": [val], "test": test}
         else:
-            units = _units(members, by, together, seed)
-            _need(label, members, units, 3, "", by)
-            test, val, train = _cut(units, _targets(len(members), train_ratio, val_ratio))
+            _need(label, members, rest, ("train", "validation", "test"), "", by)
+            test, val, train = _cut(rest, _targets(len(members), train_ratio, val_ratio))
             sides = {"train": train, "val": val, "test": test}
         for split, chosen in sides.items():
             assignment.update((f.relpath, split) for unit in chosen for f in unit)
     return assignment
+
+
+def _listed(members: list[ImageFile], listed: set[str] | None) -> list[ImageFile] | None:
+    return None if listed is None else [f for f in members if f.relpath in listed]
+
+
+def one_side_only(
+    test_list: set[str],
+    val_list: set[str],
+    what: str = "is in both dataset.split.test_list and val_list",
+) -> None:
+    """A file on both lists is refused, naming the first (in path order)."""
+    if both := sorted(test_list & val_list):
+        more = f" (and {len(both) - 1} more)" if len(both) > 1 else ""
+        raise UserError(f"{both[0]}{more} {what}; an image can be on one side only")
 
 
 def whole_test_list(
@@ -111,10 +151,13 @@ def whole_test_list(
     by: str,
     together: list[list[str]] | None,
     conflicts: str = "refuse",
+    side: str = "test",
 ) -> set[str]:
-    """The test list with what must go with each listed file: the rest of its sub-folder
-    (by="subdir") and of its `together` group, in any class. With conflicts="refuse" an
-    unlisted such file is one UserError naming it and the listed file it goes with."""
+    """The test list (or with side="val" the validation list) with what must go with each
+    listed file: the rest of its sub-folder (by="subdir") and of its `together` group, in
+    any class. With conflicts="refuse" an unlisted such file is one UserError naming it and
+    the listed file it goes with. Both lists follow dataset.split.test_list_conflicts."""
+    key = f"dataset.split.{side}_list"
     known = sorted(f.relpath for f in files)
     index = {r: k for k, r in enumerate(known)}
     units = defaultdict(list)
@@ -140,25 +183,27 @@ def whole_test_list(
             k for k, on in (("sub-folder", by == "subdir"), ("duplicate group", together)) if on
         ]
         raise UserError(
-            f"dataset.split.test_list leaves {len(extra)} file(s) out of a "
-            f"{' or '.join(kinds)} it puts in test: {', '.join(named)}{more}; list them too, "
-            "or set dataset.split.test_list_conflicts=move to move them to test"
+            f"{key} leaves {len(extra)} file(s) out of a "
+            f"{' or '.join(kinds)} it puts in {side}: {', '.join(named)}{more}; list them too, "
+            f"or set dataset.split.test_list_conflicts=move to move them to {side}"
         )
     if extra:
         log.warning(
-            f"dataset.split.test_list: {len(extra)} file(s) moved to test with the listed "
+            f"{key}: {len(extra)} file(s) moved to {side} with the listed "
             f"image they share a sub-folder or duplicate group with, e.g. {extra[0]} "
             f"(with {listed_root[root(extra[0])][0]})"
         )
     return listed | set(extra)
 
 
-def read_test_list(path: str | Path, known: Collection[str]) -> set[str]:
+def read_test_list(
+    path: str | Path, known: Collection[str], key: str = "dataset.split.test_list"
+) -> set[str]:
     """The relpaths (among `known`) a TSV of `class<TAB>relative/path` names as test images
     (path relative to the class folder, or to the dataset root). Every entry must name a
-    file of the dataset."""
+    file of the dataset. `key`: the setting the list came from (val_list reads the same)."""
     chosen = set()
-    for number, label, relpath in parse_test_list(path):
+    for number, label, relpath in parse_test_list(path, key):
         candidates = [f"{label}/{relpath}", relpath]
         match = next((c for c in candidates if c in known), None)
         if match is None:
@@ -167,19 +212,21 @@ def read_test_list(path: str | Path, known: Collection[str]) -> set[str]:
     return chosen
 
 
-def parse_test_list(path: str | Path) -> list[tuple[int, str, str]]:
+def parse_test_list(
+    path: str | Path, key: str = "dataset.split.test_list"
+) -> list[tuple[int, str, str]]:
     """A test list's entries, (line number, class, path), comments and blank lines left out;
     a missing file, text that is not UTF-8 or a line that is not two fields is a UserError."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise UserError(f"dataset.split.test_list: {path} does not exist")
+        raise UserError(f"{key}: {path} does not exist")
     data = path.read_bytes()
     try:
         text = data.decode("utf-8-sig")  # a byte-order mark, as some editors write, is dropped
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
         raise UserError(
-            f"dataset.split.test_list={path}: line {line} is not UTF-8 text (byte "
+            f"{key}={path}: line {line} is not UTF-8 text (byte "
             f"0x{data[error.start]:02x}); expected a UTF-8 TSV of class<TAB>path lines"
         ) from None
     entries = []
@@ -272,14 +319,16 @@ def _images(units: list[list[ImageFile]]) -> int:
     return sum(len(unit) for unit in units)
 
 
-def _need(label, members, groups, minimum, where, by) -> None:
-    if len(groups) < minimum:
+def _need(label, members, groups, sides: tuple[str, ...], where, by) -> None:
+    """A class needs one unit at least for each of `sides` (those drawn from `groups`)."""
+    if len(groups) < len(sides):
         singles = all(len(g) == 1 for g in groups)
         unit = "images" if singles else "sub-folders" if by == "subdir" else "images or groups"
         first = members[0]
         folder = str(first.path)[: -len(first.relpath)] + label
+        named = " and ".join([", ".join(sides[:-1]), sides[-1]] if len(sides) > 1 else sides)
         raise UserError(
             f"class {label!r} has {len(groups)} {unit}{' ' + where if where else ''} in "
-            f"{folder}; the split needs at least {minimum} (one each for "
-            f"{'train, validation and test' if minimum == 3 else 'train and validation'})"
+            f"{folder}; the split needs at least {len(sides)} "
+            f"(one {'each ' if len(sides) > 1 else ''}for {named})"
         )
