@@ -55,16 +55,16 @@ def test_training_crops_and_test_crops_come_from_disjoint_rows(tmp_path, monkeyp
             assert pixels.min() > 215, path
 
 
-def test_validation_crops_come_from_a_region_of_their_own_and_the_total_is_kept(
+def test_validation_crops_come_from_test_rows_of_their_own_and_overlap_nothing(
     tmp_path, monkeypatch
 ):
-    """Training rows black on the left, grey on the right (validation's columns), white
-    below (test's rows): a crop that crossed a line would hold two of them."""
+    """Training rows black, test rows white on the left and grey on the right (validation's
+    columns): a crop that crossed a line would hold two of them."""
     rows, columns = 200, 300
     photo = np.full((rows, columns, 3), 255, np.uint8)
     split_row = round(real_datasets.TRAIN_ROWS * rows)
     photo[:split_row] = 0
-    photo[:split_row, round((1 - real_datasets.VAL_COLUMNS) * columns) :] = 128
+    photo[split_row:, round((1 - real_datasets.VAL_COLUMNS) * columns) :] = 128
     monkeypatch.setattr(real_datasets, "load_photo", lambda name: photo)
     folder = real_datasets.ensure_real_dataset(tmp_path, "photos", seed=3, val_per_class=10)
     assert folder.name == "photos-val10"
