@@ -19,11 +19,13 @@ from src.errors import UserError
 from src.tuning.budget import (
     CHAMPION_START,
     SESSION,
+    START_UP,
     Budget,
     parse_budget,
     shown,
     union_length,
 )
+from src.tuning.sweep_loop import has_complete
 from tests.conftest import run_cli
 from tests.test_sweep import REFINE_SWEEP, states, states_read_only, study_of, sweep_process
 
@@ -59,14 +61,16 @@ class Clock:
 MODES = ("svm", "dnn", "svm_dnn_refined")
 
 
-def finished_trial(study, seconds: float, value: float = 0.5, mode: str | None = None) -> None:
-    """A COMPLETE trial that took `seconds` (of classifier `mode`, where given)."""
+def finished_trial(
+    study, seconds: float, value: float = 0.5, mode: str | None = None, state=TrialState.COMPLETE
+) -> None:
+    """A trial (COMPLETE unless `state`) that took `seconds` (of classifier `mode`)."""
     end = datetime.datetime.now()
     study.add_trial(
         optuna.trial.FrozenTrial(
             number=0,
-            state=TrialState.COMPLETE,
-            value=value,
+            state=state,
+            value=value if state == TrialState.COMPLETE else None,
             datetime_start=end - datetime.timedelta(seconds=seconds),
             datetime_complete=end,
             params={"classifier": mode} if mode else {},
@@ -136,6 +140,31 @@ def test_a_trial_run_to_its_deadline_leaves_room_for_whichever_champion_wins(
         return  # fits() starts no trial here
     finished_trial(study, allowed, value, mode)  # it ran to its deadline
     assert allowed + budget.reserve() <= left + 1e-3
+
+
+def test_pruned_trials_alone_still_give_an_estimate_and_no_best_trial():
+    """A sweep whose trials were all pruned had no estimate (trials kept starting until the
+    budget was spent, 111-122 %) and then failed on Optuna's missing best trial."""
+    study = optuna.create_study(direction="maximize")
+    clock = Clock(1000.0)
+    budget = Budget(study, 100, clock, finish=True)
+    finished_trial(study, 40, state=TrialState.PRUNED)
+    assert budget.trial_estimate() == pytest.approx(40, abs=0.01)
+    assert budget.reserve() == 0  # no champion to keep time for
+    clock.now += 70
+    assert not budget.fits()[0]  # 30 s left, and a trial takes up to 40
+    assert not has_complete(study)
+    with pytest.raises(ValueError):
+        study.best_trial  # noqa: B018 - what has_complete keeps the sweep from asking
+    finished_trial(study, 10, 0.7)
+    assert has_complete(study)
+
+
+def test_a_session_starts_with_its_process_but_counts_a_minute_of_it_at_most():
+    study = optuna.create_study(direction="maximize")
+    clock = Clock(1000.0)
+    assert Budget(study, 100, clock, start=990.0).spent() == pytest.approx(10)
+    assert Budget(study, 100, clock, start=10.0).spent() == pytest.approx(START_UP)
 
 
 def test_a_trial_without_finish_may_run_to_the_budgets_end():

@@ -5,7 +5,8 @@ The time spent is the wall time during which any sweep process worked on the stu
 process records its own session, [start, now], in the study's storage (a user attribute of
 its own, so no two processes write one key), and the spent time is the length of the union
 of all sessions. So a Ctrl-C and a rerun go on with what was left, and two workers on one
-storage spend one budget together, as a wall clock does.
+storage spend one budget together, as a wall clock does. A session starts when its process
+does: the start-up, some 10 s of imports and checks, is the user's wait too.
 
 A new trial starts only if the rest of the budget can hold it: as long as the longest trial
 that finished so far (a first trial always starts). A running trial gets a deadline: after
@@ -26,6 +27,7 @@ import re
 import time
 
 import optuna
+import psutil
 from optuna.trial import TrialState
 
 from src.errors import UserError
@@ -36,6 +38,7 @@ UNITS = {"s": 1, "m": 60, "h": 3600}
 # s a champion's run spends before it trains (a new process: torch, MLflow, the data's
 # checks), on top of its trial's time; ~10 s measured on 2 cores, plus a margin
 CHAMPION_START = 15.0
+START_UP = 60.0  # s at most of a process's life before the sweep that its session counts
 
 
 def parse_budget(text) -> float | None:
@@ -65,13 +68,19 @@ class Budget:
     """This process's session of a budgeted sweep on `study`."""
 
     def __init__(
-        self, study: optuna.Study, seconds: float, clock=time.time, finish=False, mode_of=None
+        self,
+        study: optuna.Study,
+        seconds: float,
+        clock=time.time,
+        finish=False,
+        mode_of=None,
+        start: float | None = None,
     ):
         self.study, self.seconds, self.clock = study, seconds, clock
         self.finish = finish  # the winner's run comes after the trials: time kept for it
         # a trial's params -> its classifier mode (the champion's cost depends on it)
         self.mode_of = mode_of or (lambda params: str(params.get("classifier", "")))
-        self.start = clock()
+        self.start = clock() if start is None else max(start, clock() - START_UP)
         self.key = f"{SESSION}{WORKER}.{self.start:.3f}"
 
     def record(self) -> None:
@@ -91,8 +100,10 @@ class Budget:
         return self.seconds - self.spent()
 
     def trial_estimate(self) -> float | None:
-        """Seconds the longest finished trial took (None: none has finished yet)."""
-        durations = [duration(t) for t in self._complete()]
+        """Seconds the longest finished trial took, pruned ones too (each ran an epoch at
+        least; without them a sweep whose trials were all pruned had no estimate and
+        started trials until its budget was spent). None: none has finished yet."""
+        durations = [duration(t) for t in self._finished((TrialState.COMPLETE, TrialState.PRUNED))]
         return max(durations) if durations else None
 
     def reserve(self) -> float:
@@ -117,9 +128,12 @@ class Budget:
         return self.clock() + max(allowed, 0.0)
 
     def _complete(self) -> list:
+        return self._finished((TrialState.COMPLETE,))
+
+    def _finished(self, states: tuple) -> list:
         return [
             t
-            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            for t in self.study.get_trials(deepcopy=False, states=states)
             if t.datetime_start and t.datetime_complete and not t.user_attrs.get(NOT_RUN)
         ]
 
@@ -134,6 +148,11 @@ class Budget:
                 f"{shown(left)} of the budget left{kept}, and a trial takes up to {shown(estimate)}"
             )
         return True, ""
+
+
+def process_start() -> float:
+    """The Unix time this process started."""
+    return psutil.Process().create_time()
 
 
 def duration(trial) -> float:

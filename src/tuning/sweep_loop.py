@@ -39,7 +39,7 @@ from src.tracking import mlflow_run
 from src.tracking.parent_runs import find_or_create_parent, parent_status
 from src.tracking.runs_view import save_runs_view, swept_params
 from src.tracking.study_models import keep_best_model
-from src.tuning.budget import Budget, parse_budget, shown
+from src.tuning.budget import Budget, parse_budget, process_start, shown
 from src.tuning.finish import finish_winner
 from src.tuning.search_space import (
     describe,
@@ -151,6 +151,7 @@ def _run_sweep(sweeper, arguments: list[str], register):
             seconds,
             finish=bool(settings.get("finish")),
             mode_of=lambda params: space_mode(cfg, params),
+            start=process_start(),
         )
         if seconds
         else None,
@@ -179,7 +180,7 @@ def _run_sweep(sweeper, arguments: list[str], register):
         if settings.get("first"):
             queue_first(study, space, settings["first"])
         _run_workers(context, int(settings["n_jobs"]))
-        if settings.get("finish") and not context["errors"] and counts(study)["done"]:
+        if settings.get("finish") and not context["errors"] and has_complete(study):
             finished = finish_winner(
                 study,
                 space.fixed,
@@ -224,7 +225,12 @@ def _run_sweep(sweeper, arguments: list[str], register):
                 )
     if context["errors"]:
         raise UserError(context["errors"][0])
-    return study.best_trial if counts(study)["done"] else None
+    return study.best_trial if has_complete(study) else None
+
+
+def has_complete(study: optuna.Study) -> bool:
+    """Whether the study has a best trial (a study of pruned trials only has none)."""
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
 def in_processes(launcher, n_jobs: int) -> None:
