@@ -12,6 +12,7 @@ import logging
 import math
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -142,6 +143,7 @@ def pipeline(spec: RunSpec, device: torch.device, ranks: Ranks = distributed.SIN
         ):
             out = Path(tmp)
             run_id = run.info.run_id
+            started = time.perf_counter(), time.process_time()
             print(
                 f"run {run_id} started: {run.info.run_name} (experiment {t.experiment})",
                 flush=True,
@@ -193,6 +195,7 @@ def pipeline(spec: RunSpec, device: torch.device, ranks: Ranks = distributed.SIN
                 if spec.label_issues:
                     issues_at = label_issues_step(spec, job, data, network, fitted, out)
                 remove_checkpoint(spec.checkpoint_dir, run_id)  # FINISHED: nothing to resume
+            log_cost(started)
     except mlflow_run.TrackingLost as lost:
         raise UserError(f"{lost}; {what_is_kept(spec, run_id, ranks)}") from None
     except KeyboardInterrupt:
@@ -209,6 +212,19 @@ def pipeline(spec: RunSpec, device: torch.device, ranks: Ranks = distributed.SIN
     if spec.label_issues:
         print(issues_at)
     return reports["val"]["class_avg_accuracy"]
+
+
+def log_cost(started: tuple[float, float]) -> None:
+    """What the run cost from its start (`started`: perf_counter, process_time): its wall
+    seconds and this process's CPU seconds, every thread's (on 2 busy cores about twice the
+    wall time), so a sweep's trials compare by what they cost as well as by their score."""
+    wall, cpu = started
+    mlflow.log_metrics(
+        {
+            "time/run_seconds": time.perf_counter() - wall,
+            "time/cpu_seconds": time.process_time() - cpu,
+        }
+    )
 
 
 def follow(spec: RunSpec, device: torch.device, ranks: Ranks) -> float:

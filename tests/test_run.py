@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from src.precision import cpu_flags, native_bf16
@@ -100,6 +101,10 @@ def test_run_records_the_precision_it_ran_in_and_its_featurisation_speed(default
     assert run.data.tags["precision.requested"] == "auto"
     assert run.data.tags["precision.native_bf16"] == str(native).lower()
     assert run.data.metrics["time/featurize_images_per_second"] > 0
+    # what it cost: wall and CPU seconds, within the run's own time in MLflow
+    took = (run.info.end_time - run.info.start_time) / 1000
+    assert 0 < run.data.metrics["time/run_seconds"] <= took
+    assert 0 < run.data.metrics["time/cpu_seconds"] <= 2 * took * torch.get_num_threads()
 
 
 def test_split_artifact_lists_every_image_once(default_run):

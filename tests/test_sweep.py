@@ -208,6 +208,7 @@ def test_pruning_stops_weak_trials_early_and_tags_their_runs(tmp_path):
             run.data.tags["optuna.state"] == "PRUNED" and run.data.tags["optuna.pruned"] == "true"
         )
         assert "test/accuracy" not in run.data.metrics  # no test evaluation for a pruned trial
+        assert run.data.metrics["time/run_seconds"] > 0  # what it cost, pruned or not
         epochs = client.get_metric_history(run.info.run_id, "val/class_avg_accuracy")
         assert len(epochs) == len(trial.intermediate_values)  # stopped where it was pruned
         if trial in weak:

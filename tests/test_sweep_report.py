@@ -9,7 +9,15 @@ from hypothesis import strategies as st
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
-from src.tuning.sweep_report import best_against_time_figure, leaderboard, leaderboard_figure
+from src.override_check import CONF_DIR
+from src.tuning.sweep_report import (
+    against_default,
+    best_against_time_figure,
+    default_point,
+    leaderboard,
+    leaderboard_figure,
+    summary,
+)
 
 START = datetime.datetime(2026, 12, 7, 12, 0, 0)
 MODELS = ("resnet18", "resnet50")
@@ -68,3 +76,32 @@ def test_the_pictures_are_drawn(tmp_path):
     best_against_time_figure(study.trials, study.direction, tmp_path / "curve.png")
     assert (tmp_path / "board.png").stat().st_size > 5000
     assert (tmp_path / "curve.png").stat().st_size > 5000
+
+
+def test_the_default_point_is_the_default_runs_choice_of_each_searched_group():
+    searched = ["classifier", "model", "resolution", "classifier.lr"]
+    config = CONF_DIR / "config.yaml"
+    assert list(default_point(searched, config).items()) == [
+        ("classifier", "svm"),
+        ("model", "resnet18"),
+        ("resolution", "224"),
+    ]
+    assert default_point(["classifier.lr"], config) == {}
+
+
+def test_the_summary_says_how_far_the_best_is_ahead_of_the_default_configuration():
+    study = optuna.create_study(direction="maximize")
+    for number, (model, resolution, value) in enumerate(
+        [("resnet50", 112, 0.9), ("resnet18", 224, 0.75), ("resnet18", 112, 0.8)]
+    ):
+        study.add_trial(trial(number, model, resolution, value, 3 * number))
+    default = {"model": "resnet18", "resolution": "224"}
+    assert against_default(study, default).endswith("is trial 1: 0.7500; the best is +0.1500 on it")
+    lines = summary(study, ["seed=1"], default=default).splitlines()
+    assert lines[1] == "best trial 0: value 0.9000"
+    assert lines[3].startswith("the default configuration (model=resnet18, resolution=224")
+    assert lines[4].startswith("reproduce it: ")
+    # not run, or not the same point (another model): no line
+    assert against_default(study, {"model": "resnet34", "resolution": "224"}) is None
+    assert against_default(study, {}) is None
+    assert len(summary(study, ["seed=1"]).splitlines()) == len(lines) - 1

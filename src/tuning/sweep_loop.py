@@ -34,6 +34,7 @@ from optuna.trial import TrialState
 
 from src.errors import UserError, exit_with_error
 from src.modes import MODES
+from src.override_check import CONF_DIR
 from src.overrides import override, prepare_overrides
 from src.tracking import mlflow_run
 from src.tracking.parent_runs import find_or_create_parent, parent_status
@@ -68,7 +69,7 @@ from src.tuning.study import (
     seed_for_trial,
     tried_points,
 )
-from src.tuning.sweep_report import refresh_parent, summary
+from src.tuning.sweep_report import default_point, refresh_parent, summary
 
 log = logging.getLogger("imgsweep.sweep")
 POLL = 2.0  # s between looks at trials other workers are running
@@ -214,7 +215,8 @@ def _run_sweep(sweeper, arguments: list[str], register):
                 "runs table": mlflow_run.runs_url(uri, experiment, view=view),
                 "parent run": mlflow_run.runs_url(uri, experiment, parent),
             }
-            print(summary(study, space.fixed, links, mlflow_run.ui_command(uri)))
+            default = default_point(list(space.distributions), CONFIG_YAML)
+            print(summary(study, space.fixed, links, mlflow_run.ui_command(uri), default))
             for line in finished:
                 print(line)
             if budget := context["budget"]:
@@ -509,6 +511,7 @@ def _fail_unfinished(study: optuna.Study, reason: str) -> None:
             _tell(study, trial.number, state=TrialState.FAIL)
 
 
+CONFIG_YAML = CONF_DIR / "config.yaml"  # its defaults list: what a run without a sweep trains
 FIRST_QUEUED = "first_queued"  # a study attribute: the `first` trials are queued (once)
 
 

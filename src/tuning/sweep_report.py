@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
 from src.overrides import NUMERIC_GROUPS, override  # noqa: E402
@@ -134,13 +135,46 @@ def reproduce_command(fixed: list[str], params: dict) -> str:
     return "python -m src.run " + " ".join(shlex.quote(a) for a in [*fixed, *chosen])
 
 
+def default_point(searched: list[str], config_yaml: Path) -> dict[str, str]:
+    """The default run's choice (conf/config.yaml's defaults list) for each searched config
+    group: what `python -m src.run` with the sweep's fixed keys would train, as a point of
+    the space."""
+    chosen = {}
+    for entry in OmegaConf.load(config_yaml).defaults:
+        if isinstance(entry, str) or len(entry) != 1:
+            continue
+        ((group, option),) = entry.items()
+        if group in searched and option is not None:
+            chosen[group] = str(option)
+    return {key: chosen[key] for key in searched if key in chosen}  # in the space's order
+
+
+def against_default(study: optuna.Study, default: dict[str, str]) -> str | None:
+    """How far the best trial is ahead of the default run's configuration, where a complete
+    trial ran exactly that point (`default`: group → option); else None."""
+    if not default:
+        return None
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if {k: str(v) for k, v in t.params.items()} == default:
+            best = study.best_trial
+            shown = ", ".join(f"{k}={v}" for k, v in default.items())
+            return (
+                f"the default configuration ({shown}, as `python -m src.run` with the fixed "
+                f"keys trains) is trial {t.number}: {t.value:.4f}; the best is "
+                f"{best.value - t.value:+.4f} on it"
+            )
+    return None
+
+
 def summary(
     study: optuna.Study,
     fixed: list[str],
     links: dict[str, str] | None = None,
     ui_command: str | None = None,
+    default: dict[str, str] | None = None,
 ) -> str:
-    """The closing lines of a sweep: trials by state, the best one and how to repeat it, and
+    """The closing lines of a sweep: trials by state, the best one, how far ahead of the
+    default run's configuration (`default`, where a trial ran it) and how to repeat it, and
     `links` (what → URL: the runs table, the parent run) to look at it in the MLflow UI,
     after the command that starts the UI where the store needs one (as a single run ends)."""
     trials = study.get_trials(deepcopy=False)
@@ -154,8 +188,10 @@ def summary(
         lines += [
             f"best trial {best.number}: value {best.value:.4f}",
             "  " + describe(best.params, fixed),
-            f"reproduce it: {reproduce_command(fixed, best.params)}",
         ]
+        if compared := against_default(study, default or {}):
+            lines.append(compared)
+        lines.append(f"reproduce it: {reproduce_command(fixed, best.params)}")
     if ui_command:
         lines.append(f"compare runs: {ui_command}")
     width = max((len(what) for what in links or {}), default=0)

@@ -62,6 +62,13 @@ def test_sweep_auto_runs_the_svms_first_within_its_budget_and_registers_a_champi
     lines = re.findall(r"^trial (\d+): classifier=(\w+), model=(\w+)", output, re.M)
     assert [mode for _, mode, _ in lines[:6]] == ["svm"] * 6, lines
     assert len({model for _, _, model in lines[:6]}) == 3
+    # how far the winner is ahead of what `python -m src.run` alone trains
+    assert re.search(
+        r"^the default configuration \(classifier=svm, model=resnet18, resolution=224, .*"
+        r"is trial \d+: [\d.]+; the best is \+[\d.]+ on it$",
+        result.stdout,
+        re.M,
+    ), result.stdout[-3000:]
     (spent,) = re.findall(r"^budget 1m40s: (?:(\d+)m)?(\d+)s spent", result.stdout, re.M)
     assert 60 * int(spent[0] or 0) + int(spent[1]) <= 105, spent  # within 5 % of 100 s
     (version,) = re.findall(r"models:/([\w-]+)@champion \(version (\d+)\)", result.stdout)
