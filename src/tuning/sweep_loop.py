@@ -34,7 +34,6 @@ from optuna.trial import TrialState
 
 from src.errors import UserError, exit_with_error
 from src.modes import MODES
-from src.override_check import CONF_DIR
 from src.overrides import override, prepare_overrides
 from src.tracking import mlflow_run
 from src.tracking.parent_runs import find_or_create_parent, parent_status
@@ -511,7 +510,8 @@ def _fail_unfinished(study: optuna.Study, reason: str) -> None:
             _tell(study, trial.number, state=TrialState.FAIL)
 
 
-CONFIG_YAML = CONF_DIR / "config.yaml"  # its defaults list: what a run without a sweep trains
+# its defaults list: what a run without a sweep trains (conf/ beside src/)
+CONFIG_YAML = Path(__file__).resolve().parents[2] / "conf" / "config.yaml"
 FIRST_QUEUED = "first_queued"  # a study attribute: the `first` trials are queued (once)
 
 
