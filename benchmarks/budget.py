@@ -57,7 +57,14 @@ import torch
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from benchmarks.common import BENCH_DIR, machine, markdown_table
+from benchmarks.common import (
+    BENCH_DIR,
+    finished_run,
+    machine,
+    markdown_table,
+    scratch_keys,
+    scratch_store,
+)
 from benchmarks.label_noise import column, failure, mean_or_none, spread
 from benchmarks.real_datasets import SETS, ensure_real_datasets
 from benchmarks.recipe import machine_line, run_quietly
@@ -107,17 +114,9 @@ def keys(folder: Path, name: str, seed: int, scratch: Path, extra: list[str]) ->
         f"dataset.split.val_list={folder / 'val.tsv'}",
         "model.weights=none",
         f"seed={seed}",
-        f"tracking.uri={store(scratch)}",
-        f"paths.mlruns_dir={scratch}/mlruns",
-        f"paths.data_dir={scratch}/data",
-        f"paths.sweeps_dir={scratch}/sweeps",
-        "tracking.system_metrics=false",
+        *scratch_keys(scratch),
         *extra,
     ]
-
-
-def store(scratch: Path) -> str:
-    return f"sqlite:///{scratch}/mlruns/mlflow.db"
 
 
 def command(contender: str, overrides: list[str], seed: int, budget: float | None) -> list:
@@ -175,16 +174,11 @@ def timeline(trials, launched: float) -> list[dict]:
 
 def run_default(contender, folder, name, seed, scratch, extra) -> dict:
     """A default run: its wall seconds and its test and validation class-averaged accuracy."""
-    from mlflow.tracking import MlflowClient  # only here: importing mlflow takes seconds
-
     overrides = keys(folder, name, seed, scratch, extra)
     seconds, stdout = run_quietly(command(contender, overrides, seed, None))
-    finished = re.search(r"^run ([0-9a-f]+) finished", stdout, re.MULTILINE)
-    if not finished:
-        raise RuntimeError(f"no finished run in the output:\n{stdout[-3000:]}")
-    metrics = MlflowClient(store(scratch)).get_run(finished[1]).data.metrics
+    run_id, metrics = finished_run(stdout, scratch)
     return {
-        "run_id": finished[1],
+        "run_id": run_id,
         "seconds": round(seconds, 1),
         "test_class_avg_accuracy": metrics["test/class_avg_accuracy"],
         "val_class_avg_accuracy": metrics["val/class_avg_accuracy"],
@@ -234,7 +228,7 @@ def sweep_result(contender: str, scratch: Path) -> dict:
     from mlflow.tracking import MlflowClient
 
     study = optuna.load_study(study_name=contender, storage=default_storage(scratch / "sweeps"))
-    client = MlflowClient(store(scratch))
+    client = MlflowClient(scratch_store(scratch))
     if contender == "refine_dnn":
         complete = [
             t for t in study.get_trials(states=(TrialState.COMPLETE,)) if t.value is not None

@@ -6,6 +6,7 @@ Imports only torch-side code, so the GPU entry point can use it on a bare GPU im
 import io
 import os
 import platform
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -130,3 +131,29 @@ def readable(value) -> str:
             return f"{value:,.0f}"
         return f"{value:.3g}" if value < 10 else f"{value:.1f}"
     return str(value)
+
+
+def scratch_keys(scratch: Path) -> list[str]:
+    """The overrides that give a benchmark's child run a store, data and cache folder and
+    study storage of its own under `scratch`: none starts warm from another's work."""
+    return [
+        f"tracking.uri={scratch_store(scratch)}",
+        f"paths.mlruns_dir={scratch}/mlruns",
+        f"paths.data_dir={scratch}/data",
+        f"paths.sweeps_dir={scratch}/sweeps",
+        "tracking.system_metrics=false",
+    ]
+
+
+def scratch_store(scratch: Path) -> str:
+    return f"sqlite:///{scratch}/mlruns/mlflow.db"
+
+
+def finished_run(stdout: str, scratch: Path) -> tuple[str, dict[str, float]]:
+    """The run a child `python -m src.run` printed as finished, and its logged metrics."""
+    from mlflow.tracking import MlflowClient  # only here: importing mlflow takes seconds
+
+    finished = re.search(r"^run ([0-9a-f]+) finished", stdout, re.MULTILINE)
+    if finished is None:
+        raise RuntimeError(f"no finished run in the output:\n{stdout[-3000:]}")
+    return finished[1], MlflowClient(scratch_store(scratch)).get_run(finished[1]).data.metrics

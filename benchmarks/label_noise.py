@@ -28,7 +28,6 @@ import argparse
 import csv
 import json
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -39,7 +38,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from benchmarks.common import BENCH_DIR, machine, markdown_table
+from benchmarks.common import BENCH_DIR, finished_run, machine, markdown_table, scratch_keys
 from benchmarks.real_datasets import SETS, ensure_real_datasets, link
 from benchmarks.recipe import machine_line, run_quietly
 from src.data.split import read_test_list
@@ -149,29 +148,14 @@ def imgsweep_command(module: str, folder: Path, name: str, seed: int, scratch: P
         "model.weights=none",
         *([f"resolution={RESOLUTION[0]}"] if RESOLUTION[0] else []),  # else the default, 224
         f"seed={seed}",
-        f"tracking.uri={tracking_uri(scratch)}",
-        f"paths.mlruns_dir={scratch}/mlruns",
-        f"paths.data_dir={scratch}/data",
-        f"paths.sweeps_dir={scratch}/sweeps",
-        "tracking.system_metrics=false",
+        *scratch_keys(scratch),
     ]
-
-
-def tracking_uri(scratch: Path) -> str:
-    return f"sqlite:///{scratch}/mlruns/mlflow.db"
 
 
 def run_imgsweep(module: str, folder: Path, name: str, seed: int, scratch: Path) -> dict:
     """One child run: its test class-averaged accuracy, and for src.label_issues the list."""
-    from mlflow.tracking import MlflowClient  # only here: importing mlflow takes seconds
-
     seconds, stdout = run_quietly(imgsweep_command(module, folder, name, seed, scratch))
-    finished = re.search(r"^run ([0-9a-f]+) finished", stdout, re.MULTILINE)
-    if finished is None:
-        raise RuntimeError(f"no finished run in the output:\n{stdout[-3000:]}")
-    run_id = finished.group(1)
-    client = MlflowClient(tracking_uri(scratch))
-    metrics = client.get_run(run_id).data.metrics
+    run_id, metrics = finished_run(stdout, scratch)
     result = {
         "run_id": run_id,
         "seconds": round(seconds, 1),
