@@ -65,7 +65,7 @@ from benchmarks.common import (
     scratch_keys,
     scratch_store,
 )
-from benchmarks.label_noise import column, failure, mean_or_none, spread
+from benchmarks.label_noise import column, failure, grouped, mean_or_none, spread
 from benchmarks.real_datasets import SETS, ensure_real_datasets
 from benchmarks.recipe import machine_line, run_quietly
 from src.errors import UserError
@@ -284,19 +284,14 @@ def run_all(folders: dict, seeds, budget: str, extra: dict, scratch: Path, progr
 
 def table(runs: list[dict]) -> list[dict]:
     """One row per dataset and contender: means over its seeds (their range in brackets)."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in runs:
-        groups.setdefault((r["dataset"], r["contender"]), []).append(r)
     rows = []
-    for (dataset, contender), group in groups.items():
-        done = [r for r in group if "error" not in r]
-        failed = len(group) - len(done)
+    for (dataset, contender), done, seeds in grouped(runs, "contender"):
         overruns = [v for v in column(done, "overrun") if v is not None]
         rows.append(
             {
                 "dataset": dataset,
                 "contender": contender,
-                "seeds": f"{len(done)}" + (f" ({failed} failed)" if failed else ""),
+                "seeds": seeds,
                 "test class-avg acc": spread(column(done, "test_class_avg_accuracy")),
                 "val class-avg acc": spread(column(done, "val_class_avg_accuracy")),
                 "wall s": spread(column(done, "seconds"), 0),

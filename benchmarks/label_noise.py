@@ -285,13 +285,8 @@ def table(runs: list[dict]) -> list[dict]:
     """One row per dataset and noise case: means over its seeds (their range in brackets).
     "recovery of means" is the recovery of the mean accuracies: steadier than the mean
     recovery, whose seeds divide by a loss of a test image or two."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in runs:
-        groups.setdefault((r["dataset"], r["noise"]), []).append(r)
     rows = []
-    for (dataset, noise), group in groups.items():
-        done = [r for r in group if "error" not in r]
-        failed = len(group) - len(done)
+    for (dataset, noise), done, seeds in grouped(runs, "noise"):
         means = [
             mean_or_none(column(done, f"accuracy_{k}")) for k in ("noisy", "removed", "oracle")
         ]
@@ -299,7 +294,7 @@ def table(runs: list[dict]) -> list[dict]:
             {
                 "dataset": dataset,
                 "noise": noise,
-                "seeds": f"{len(done)}" + (f" ({failed} failed)" if failed else ""),
+                "seeds": seeds,
                 "flipped": spread(column(done, "flipped"), 1),
                 "flagged": spread(column(done, "flagged"), 1),
                 "flagged test": spread(column(done, "flagged_test"), 1),
@@ -313,6 +308,20 @@ def table(runs: list[dict]) -> list[dict]:
             }
         )
     return rows
+
+
+def grouped(runs: list[dict], case: str) -> list[tuple[tuple, list[dict], str]]:
+    """Runs by (dataset, run[case]) in their order: the key, the runs without an error, and
+    how many seeds that is ("3", or "2 (1 failed)")."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["dataset"], r[case]), []).append(r)
+    found = []
+    for key, group in groups.items():
+        done = [r for r in group if "error" not in r]
+        failed = len(group) - len(done)
+        found.append((key, done, f"{len(done)}" + (f" ({failed} failed)" if failed else "")))
+    return found
 
 
 def column(runs: list[dict], key: str) -> list:
